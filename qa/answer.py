@@ -1,0 +1,286 @@
+"""``answer()``: retrieval, abstention and follow-up questions -> Answer.
+
+An :class:`Engine` owns one index folder: it builds the index if missing or
+stale, loads it once, and swaps in a rebuilt version in the background while
+questions keep being answered from the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qa import store
+from qa.build import build_index, index_status
+from qa.retrieve import Hit, Retriever
+from qa.types import Answer, IndexStateError, QuestionError, Source
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 2000
+MAX_K = 20
+
+# Words that make a question lean on an earlier turn ("Where is *it* built?").
+_ANAPHORA = frozenset(
+    "it its it's itself they them their theirs this that these those there he him his she her "
+    "the same one ones former latter".split()
+)
+_WORDS = re.compile(r"[\w’']+")
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """Abstention and follow-up settings; README "Retrieval settings" says how each was chosen."""
+
+    abstain_below: float = 0.40  # confidence under which the sources "don't answer"
+    history_weight: float = 0.5  # weight of the previous question's vector in a follow-up
+    neighbour_boost: float = 0.08  # boost of the previous answer's sentence and neighbours
+
+
+def default_paths(index: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    """(index, corpus) folders: arguments, else $QA_INDEX / $QA_CORPUS, else ./index, ./corpus."""
+    index_path = Path(index if index is not None else os.environ.get("QA_INDEX", "index"))
+    corpus = Path(os.environ.get("QA_CORPUS", "corpus"))
+    return index_path, corpus
+
+
+def check_question(question: object, k: object = 3) -> str:
+    """Validate ``answer()``'s arguments; returns the stripped question."""
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, not {type(question).__name__}")
+    stripped = question.strip()
+    if not stripped:
+        raise QuestionError("the question is empty; type a question about the sources")
+    if len(stripped) > MAX_QUESTION_CHARS:
+        raise QuestionError(
+            f"the question is {len(stripped):,} characters long; the limit is {MAX_QUESTION_CHARS:,}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise QuestionError(f"k must be a whole number from 1 to {MAX_K}; got {k!r}")
+    return stripped
+
+
+class Engine:
+    """Answers questions from one index folder; thread-safe, loads once."""
+
+    def __init__(
+        self,
+        index: str | os.PathLike[str],
+        corpus: str | os.PathLike[str] | None = None,
+        settings: AnswerSettings | None = None,
+    ) -> None:
+        self.index = Path(index)
+        self.corpus = Path(corpus) if corpus is not None else None
+        self.settings = settings or AnswerSettings()
+        self._retriever: Retriever | None = None
+        self._lock = threading.Lock()
+        self._current_stamp: tuple[int, int] | None = None
+        self._loading: threading.Thread | None = None
+
+    # --- loading and swapping -------------------------------------------------
+
+    def _corpus(self) -> Path | None:
+        if self.corpus is not None:
+            return self.corpus
+        folder = None
+        try:
+            folder = store.current_folder(self.index)
+        except IndexStateError:
+            pass
+        if folder is not None:
+            try:
+                built_from = Path(store.read_manifest(folder).corpus)
+                if built_from.is_dir():
+                    return built_from
+            except IndexStateError:
+                pass
+        fallback = Path(os.environ.get("QA_CORPUS", "corpus"))
+        return fallback if fallback.is_dir() else None
+
+    def ensure_fresh(self) -> None:
+        """Build the index if it is missing, stale or corrupted (logging why)."""
+        corpus = self._corpus()
+        if corpus is None:
+            if store.current_folder(self.index) is None:
+                raise IndexStateError(
+                    f"no index in {self.index} and no corpus folder to build it from; "
+                    "set QA_CORPUS or run `qa index build --corpus DIR`"
+                )
+            log.warning("corpus folder not found; answering from the index as built")
+            return
+        status = index_status(corpus, self.index)
+        if not status.fresh:
+            if status.state != "missing":
+                log.warning("index %s is %s (%s); rebuilding", self.index, status.state, status.reason)
+            build_index(corpus, self.index)
+
+    def retriever(self) -> Retriever:
+        """The live retriever; loads (and builds if needed) on first use."""
+        current = self._retriever
+        if current is None:
+            with self._lock:
+                if self._retriever is None:
+                    self.ensure_fresh()
+                    self._retriever = self._load()
+                current = self._retriever
+        else:
+            self._maybe_swap()
+        return current
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.index / store.CURRENT)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def _load(self) -> Retriever:
+        stamp = self._stamp()
+        folder = store.current_folder(self.index)
+        if folder is None:
+            raise IndexStateError(f"no index has been built in {self.index}")
+        retriever = Retriever(store.load_folder(folder))
+        retriever.encoder.model  # load the model now, not on the first question
+        self._current_stamp = stamp
+        log.info("loaded index %s (%s)", folder, retriever.data.manifest.version)
+        return retriever
+
+    def _maybe_swap(self) -> None:
+        """Load a newer index version in the background; swap when it is ready."""
+        if self._stamp() == self._current_stamp or (self._loading and self._loading.is_alive()):
+            return
+
+        def load() -> None:
+            try:
+                retriever = self._load()
+            except Exception as exc:  # keep serving the old index
+                log.warning("could not load the new index version: %s", exc)
+                return
+            self._retriever = retriever
+
+        with self._lock:
+            if self._loading is None or not self._loading.is_alive():
+                self._loading = threading.Thread(target=load, name="qa-index-swap", daemon=True)
+                self._loading.start()
+
+    def reload(self) -> None:
+        """Load the current index version now and swap it in (blocking)."""
+        with self._lock:
+            self._retriever = self._load()
+
+    # --- answering ------------------------------------------------------------
+
+    def answer(self, question: str, *, history: Sequence[str] = (), k: int = 3) -> Answer:
+        question = check_question(question, k)
+        history = [h.strip() for h in history if isinstance(h, str) and h.strip()]
+        retriever = self.retriever()
+        return self._answer(retriever, question, history, k, remember=True)
+
+    def _answer(
+        self, retriever: Retriever, question: str, history: list[str], k: int, *, remember: bool
+    ) -> Answer:
+        cfg = self.settings
+        query = retriever.embed(question, reuse=not remember)
+        tokens = retriever.tokens(question)
+        boost: dict[int, float] = {}
+        if history and is_follow_up(question):
+            previous = self._answer(retriever, history[-1], history[:-1], 1, remember=False)
+            prev_vec = retriever.embed(history[-1], reuse=True)
+            query = query + cfg.history_weight * prev_vec
+            query = (query / np.linalg.norm(query)).astype(np.float32)
+            tokens = tokens + retriever.tokens(history[-1])
+            if previous.sources and not previous.abstained:
+                boost = self._neighbours(retriever, previous.sources[0])
+        hits = retriever.search(query, tokens, max(k, 1), boost=boost)
+        return self._compose(retriever, question, hits, k)
+
+    def _neighbours(self, retriever: Retriever, source: Source) -> dict[int, float]:
+        sentences = retriever.data.sentences
+        found = {}
+        for i, s in enumerate(sentences):
+            if s.doc == source.doc and s.start == source.start:
+                for j in (i - 1, i, i + 1):
+                    if 0 <= j < len(sentences) and sentences[j].passage_start == s.passage_start:
+                        found[j] = self.settings.neighbour_boost
+                break
+        return found
+
+    def _compose(self, retriever: Retriever, question: str, hits: list[Hit], k: int) -> Answer:
+        data = retriever.data
+        sources = []
+        for hit in hits[:k]:
+            s = data.sentences[hit.sentence]
+            sources.append(
+                Source(s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end)
+            )
+        confidence = confidence_of(hits[0]) if hits else 0.0
+        abstained = confidence < self.settings.abstain_below
+        if not sources:
+            text = "The sources don't answer this question: the index holds no sentences."
+        elif abstained:
+            text = (
+                "The sources don't answer this question. "
+                f"The closest match (low confidence) is from {sources[0].doc}: “{_collapse(sources[0].text)}”"
+            )
+        else:
+            text = f"{_collapse(sources[0].text)} [1]"
+        return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version)
+
+
+def confidence_of(hit: Hit) -> float:
+    """How well the best sentence matches: its cosine, in context or alone."""
+    return max(hit.dense, hit.context)
+
+
+def is_follow_up(question: str) -> bool:
+    """A question that refers back (pronouns, "the same") or is too short to stand alone."""
+    words = [w.lower() for w in _WORDS.findall(question)]
+    return any(w in _ANAPHORA for w in words) or len(words) <= 3
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+_engines: dict[Path, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(index: str | os.PathLike[str] | None = None) -> Engine:
+    """The process-wide engine for an index folder (created once, then reused)."""
+    index_path, _ = default_paths(index)
+    key = index_path.resolve()
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = Engine(index_path)
+        return engine
+
+
+def answer(
+    question: str,
+    *,
+    history: Sequence[str] = (),
+    k: int = 3,
+    index: str | os.PathLike[str] | None = None,
+) -> Answer:
+    """Answer a question from the indexed sources.
+
+    ``history`` holds the chat's earlier questions, oldest first; ``k`` (1 to
+    20) is how many sources to return. ``index`` is an index folder (default
+    ``$QA_INDEX`` or ``./index``, built from ``$QA_CORPUS`` or ``./corpus``
+    when missing or stale).
+
+    >>> a = answer("How many vehicles did Mitsubishi sell in Southeast Asia?")
+    >>> a.sources[0].text[:36]
+    'Mitsubishi Motors sold about 280,000'
+    """
+    check_question(question, k)
+    return get_engine(index).answer(question, history=history, k=k)

@@ -1,0 +1,148 @@
+"""The ``qa`` command: a thin layer over the library.
+
+User errors exit with status 2 and one sentence on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qa.types import QAError
+
+CORPUS = click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    envvar="QA_CORPUS",
+    default="corpus",
+    show_default=True,
+    help="Folder of .txt/.md sources (env QA_CORPUS).",
+)
+INDEX = click.option(
+    "--index",
+    type=click.Path(path_type=Path),
+    envvar="QA_INDEX",
+    default="index",
+    show_default=True,
+    help="Index folder (env QA_INDEX).",
+)
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for tools instead of text.")
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the library; its errors become one-sentence messages with status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except QAError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv) to stderr.")
+@click.version_option(package_name="qa-alliance")
+def main(verbose: int) -> None:
+    """Ask questions about the documents in a corpus folder and see where the answers come from."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("question")
+@click.option("-k", "k", type=int, default=3, show_default=True, help="Number of sources (1-20).")
+@click.option("--history", multiple=True, help="An earlier question of the chat (repeat, oldest first).")
+@INDEX
+@JSON
+def ask(question: str, k: int, history: tuple[str, ...], index: Path, as_json: bool) -> None:
+    """Answer QUESTION from the indexed sources, citing document and offsets."""
+    from qa.answer import answer
+
+    result = _run(answer, question, history=history, k=k, index=index)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    click.echo(result.text)
+    click.echo()
+    label = "Closest matches (low confidence):" if result.abstained else "Sources:"
+    if result.sources:
+        click.echo(label)
+    for rank, s in enumerate(result.sources, 1):
+        click.echo(f"[{rank}] {s.doc} chars {s.start}-{s.end} (score {s.score:.3f})")
+        click.echo(f"    {' '.join(s.text.split())}")
+
+
+@main.group()
+def index() -> None:
+    """Build the index or check whether it matches the corpus."""
+
+
+@index.command()
+@CORPUS
+@INDEX
+@click.option("--force", is_flag=True, help="Rebuild even if the index is fresh.")
+@JSON
+def build(corpus: Path, index: Path, force: bool, as_json: bool) -> None:
+    """Build or refresh the index, re-embedding only what changed."""
+    from qa.build import build_index
+
+    manifest = _run(build_index, corpus, index, force=force)
+    report = manifest.build
+    if as_json:
+        _echo_json({"version": manifest.version, "documents": manifest.documents,
+                    "sentences": manifest.sentences, **report})  # fmt: skip
+        return
+    click.echo(
+        f"index {index} version {manifest.version}: {manifest.documents} documents, "
+        f"{manifest.sentences} sentences"
+    )
+    if report:
+        click.echo(
+            "files: {added} added, {changed} changed, {removed} removed, {unchanged} unchanged; "
+            "texts: {embedded} embedded, {reused} reused; {seconds} s".format(**report)
+        )
+        for skipped in report.get("skipped", []):
+            click.echo(f"skipped unreadable file: {skipped}")
+
+
+@index.command()
+@CORPUS
+@INDEX
+@JSON
+def status(corpus: Path, index: Path, as_json: bool) -> None:
+    """Say whether the index is fresh, stale (and which files differ), missing or corrupted.
+
+    Exit status: 0 fresh, 1 otherwise.
+    """
+    from qa.build import index_status
+
+    st = _run(index_status, corpus, index)
+    m = st.manifest
+    if as_json:
+        _echo_json({"state": st.state, "reason": st.reason, "added": st.added, "changed": st.changed,
+                    "removed": st.removed, "version": m.version if m else None,
+                    "built_at": m.built_at if m else None, "documents": m.documents if m else 0,
+                    "sentences": m.sentences if m else 0})  # fmt: skip
+    else:
+        click.echo(f"{st.state}: {index}" + (f" ({st.reason})" if st.reason else ""))
+        if m:
+            click.echo(f"built {m.built_at}: {m.documents} documents, {m.sentences} sentences, model {m.model}")
+        for name, files in (("added", st.added), ("changed", st.changed), ("removed", st.removed)):
+            for f in files:
+                click.echo(f"  {name}: {f}")
+    sys.exit(0 if st.fresh else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,246 @@
+"""Read a corpus folder and split its documents into passages and sentences.
+
+Offsets are ``str`` indices into the document text exactly as decoded; the
+splitter never changes the text, it only finds boundaries in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from qa.types import CorpusError, Document, Passage, Sentence
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md")
+SPLITTER = {"name": "pysbd", "version": 2}  # bump when splitting changes
+
+# A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+_HEADING = re.compile(r"#{1,6}\s")
+_LIST_ITEM = re.compile(r"(?:[-*+•]|\d{1,3}[.)])\s")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_PLACEHOLDER = re.compile(r"%[sd]|\{\d*\}|\{\{|\}\}")
+_CLOSERS = "\"'”’»)]"
+_TERMINAL = ".!?…"
+
+
+class UnreadableFileError(CorpusError):
+    """A corpus file that cannot be read as text."""
+
+
+def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """Return ``(doc_id, path)`` for every ``.txt``/``.md`` file, sorted by id.
+
+    Hidden files and folders are ignored; symlinks are followed only when
+    they resolve inside the corpus folder.
+    """
+    root = Path(corpus)
+    if not root.is_dir():
+        raise CorpusError(f"corpus folder {str(root)!r} does not exist or is not a folder")
+    real_root = root.resolve()
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(SUFFIXES):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                log.warning("skipping %s: symlink points outside the corpus", path)
+                continue
+            found.append((path.relative_to(root).as_posix(), path))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def decode(raw: bytes, name: str) -> tuple[str, str]:
+    """Decode file bytes: UTF-8 (BOM or not), else cp1252, else Latin-1.
+
+    Raises UnreadableFileError for bytes that are not text (NULs or many
+    control characters).
+    """
+    try:
+        text, encoding = raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        for encoding in ("cp1252", "latin-1"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        log.warning("%s is not UTF-8; read it as %s", name, encoding)
+    controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
+    if "\x00" in text or controls > max(2, len(text) // 100):
+        raise UnreadableFileError(f"{name} is not a text file (binary content)")
+    return text, encoding
+
+
+def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:
+    """Yield the corpus's readable, non-empty documents in a stable order.
+
+    A file that cannot be read is skipped with a warning naming it.
+    """
+    for doc_id, path in corpus_files(corpus):
+        doc = read_document(doc_id, path)
+        if doc is not None:
+            yield doc
+
+
+def read_document(doc_id: str, path: Path) -> Document | None:
+    """Read one file; None (with a logged warning) when it cannot be used."""
+    try:
+        raw = path.read_bytes()
+        text, encoding = decode(raw, doc_id)
+    except (OSError, UnreadableFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.warning("skipping %s: %s", doc_id, reason)
+        return None
+    if not text.strip():
+        log.info("skipping %s: empty", doc_id)
+        return None
+    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding)
+
+
+# --- splitting ----------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _segmenter():  # type: ignore[no-untyped-def]
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False, char_span=True)
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def passage_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Paragraph spans: text separated by blank lines, whitespace trimmed."""
+    pos = 0
+    for m in _BLANK_LINE.finditer(text):
+        start, end = _strip(text, pos, m.start())
+        if start < end:
+            yield start, end
+        pos = m.end()
+    start, end = _strip(text, pos, len(text))
+    if start < end:
+        yield start, end
+
+
+def _blocks(text: str, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    """Split a passage into runs of lines; headings and list items stand alone.
+
+    Yields ``(start, end, is_heading)``.
+    """
+    line_start = start
+    block_start = start
+    for line in text[start:end].splitlines(keepends=True):
+        line_end = line_start + len(line)
+        stripped = line.strip()
+        if _HEADING.match(stripped) or _LIST_ITEM.match(stripped):
+            if block_start < line_start:
+                yield block_start, line_start, False
+            yield line_start, line_end, bool(_HEADING.match(stripped))
+            block_start = line_end
+        line_start = line_end
+    if block_start < end:
+        yield block_start, end, False
+
+
+def _sentence_spans(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Sentence spans inside ``text[start:end]`` found by pysbd."""
+    chunk = text[start:end]
+    cursor = 0
+    for seg in _segmenter().segment(chunk):
+        seg_text = seg.sent
+        # pysbd's spans are usually exact; when not, find the text ourselves.
+        pos = seg.start if chunk[seg.start : seg.end] == seg_text else chunk.find(seg_text, cursor)
+        if pos < 0:
+            continue
+        s, e = _strip(text, start + pos, start + pos + len(seg_text))
+        if s < e:
+            yield s, e
+        cursor = pos + len(seg_text)
+
+
+def is_prose(sentence: str) -> bool:
+    """Whether a sentence reads as running text rather than page chrome.
+
+    Prose has at least three words, is at least half letters, has balanced brackets,
+    holds no template placeholders and ends like a sentence.
+    """
+    words = _WORD.findall(sentence)
+    if len(words) < 3 or _PLACEHOLDER.search(sentence):
+        return False
+    visible = [c for c in sentence if not c.isspace()]
+    if sum(c.isalpha() for c in visible) < 0.5 * len(visible):
+        return False
+    if sentence.count("(") != sentence.count(")") or sentence.count("[") != sentence.count("]"):
+        return False
+    stem = sentence.rstrip(_CLOSERS + " \u00a0")
+    return bool(stem) and (stem[-1] in _TERMINAL or bool(_LIST_ITEM.match(sentence)))
+
+
+def _template_key(text: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in _WORD.findall(text)[:4])
+
+
+def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
+    """Split a document into passages and sentences with exact offsets.
+
+    A passage is prose when at least 3/4 of its characters are in prose
+    sentences and it does not repeat a short template (``You are commenting
+    using your X account``) three or more times in the document. Only
+    sentences of prose passages are citable; the rest (titles, headings,
+    comment forms, navigation) stay as context.
+    """
+    text = doc.text
+    spans = list(passage_spans(text))
+    keys = Counter(_template_key(text[s:e]) for s, e in spans if e - s < 200)
+    passages: list[Passage] = []
+    sentences: list[Sentence] = []
+    for p_start, p_end in spans:
+        found: list[tuple[int, int, bool]] = []
+        for b_start, b_end, heading in _blocks(text, p_start, p_end):
+            if heading:
+                found.append((*_strip(text, b_start, b_end), False))
+            else:
+                found.extend((s, e, is_prose(text[s:e])) for s, e in _sentence_spans(text, b_start, b_end))
+        prose_chars = sum(e - s for s, e, ok in found if ok)
+        total_chars = sum(e - s for s, e, _ in found) or 1
+        repeated = p_end - p_start < 200 and keys[_template_key(text[p_start:p_end])] >= 3
+        prose = prose_chars >= 0.75 * total_chars and not repeated
+        passages.append(Passage(doc.id, p_start, p_end, text[p_start:p_end], prose))
+        for s, e, _ in found:
+            sentence_text = text[s:e]
+            citable = prose and len(_WORD.findall(sentence_text)) >= 2
+            sentences.append(Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable))
+    return passages, sentences
+
+
+def document_title(doc: Document, passages: list[Passage]) -> str:
+    """The document's title: a first passage that is one unpunctuated line."""
+    if passages:
+        first = passages[0].text
+        stem = first.rstrip(_CLOSERS)
+        if "\n" not in first and stem and stem[-1] not in _TERMINAL and len(first) <= 200:
+            return first.lstrip("# ").strip()
+    return ""

@@ -1,0 +1,104 @@
+"""Question -> ranked sentences: dense (FAISS) and BM25 scores, fused.
+
+The settings below were chosen by measurement (``qa eval``); the README's
+"Retrieval settings" section gives the figures behind each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qa.embed import get_encoder
+from qa.sparse import tokenize
+from qa.store import IndexData
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    candidates: int = 100  # dense candidates taken from FAISS (and as many from BM25)
+    window_weight: float = 0.5  # weight of the context-window view in the dense score
+    bm25_weight: float = 0.3  # weight of max-normalised BM25 in the fused score
+    bm25_scale: float = 10.0  # BM25 score at which the normaliser saturates
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A scored sentence (its id is its row in ``IndexData.sentences``)."""
+
+    sentence: int
+    score: float  # fused: what ranks
+    dense: float  # cosine of the question with the sentence alone
+    context: float  # cosine of the question with the sentence in its window
+    lexical: float  # BM25 score
+
+
+class Retriever:
+    """Searches one loaded index. Read-only, so safe to share between threads."""
+
+    def __init__(self, data: IndexData, settings: RetrievalSettings | None = None) -> None:
+        import faiss
+
+        self.data = data
+        self.settings = settings or RetrievalSettings()
+        self.encoder = get_encoder(data.manifest.model)
+        n, d = data.vectors.ntotal, data.vectors.d
+        # A view of FAISS's own storage: exact scores for BM25-only candidates.
+        self._matrix = faiss.rev_swig_ptr(data.vectors.get_xb(), n * d).reshape(n, d) if n else np.zeros((0, d))
+        views = len(data.manifest.settings["embedding"]["views"])
+        self._views = views
+        # vectors are written sentence by sentence, ``views`` rows each
+        self._first_row = np.full(len(data.sentences), -1, dtype=np.int64)
+        self._first_row[data.vector_sentence[::views]] = np.arange(0, n, views)
+        self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
+        self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
+
+    def embed(self, question: str, *, reuse: bool = False) -> np.ndarray:
+        return self.encoder.encode_query(question, reuse=reuse)
+
+    def search(
+        self,
+        query: np.ndarray,
+        tokens: list[str],
+        k: int,
+        *,
+        boost: dict[int, float] | None = None,
+    ) -> list[Hit]:
+        """Rank sentences for a query vector and its BM25 tokens; best first."""
+        data, cfg = self.data, self.settings
+        n = data.vectors.ntotal
+        if n == 0:
+            return []
+        m = min(n, cfg.candidates * self._views)
+        _, rows = data.vectors.search(query.reshape(1, -1), m)
+        candidates = set(data.vector_sentence[rows[0][rows[0] >= 0]].tolist())
+        lexical = data.sparse.scores(tokens) if tokens else None
+        if lexical is not None and lexical.any():
+            top = np.argpartition(-lexical, min(cfg.candidates, len(lexical) - 1))[: cfg.candidates]
+            candidates.update(data.sparse_rows[top[lexical[top] > 0]].tolist())
+        if boost:
+            candidates.update(boost)
+        ids = np.fromiter(candidates, dtype=np.int64)
+        first = self._first_row[ids]
+        sims = self._matrix[first[:, None] + np.arange(self._views)] @ query  # (c, views)
+        dense = sims[:, 0]
+        context = sims[:, -1]
+        mixed = (1 - cfg.window_weight) * dense + cfg.window_weight * context
+        bm25 = np.zeros(len(ids), dtype=np.float32)
+        if lexical is not None:
+            bm25 = self._lexical_for(ids, lexical)
+        fused = mixed + cfg.bm25_weight * np.minimum(bm25 / cfg.bm25_scale, 1.0)
+        if boost:
+            fused = fused + np.array([boost.get(int(i), 0.0) for i in ids], dtype=np.float32)
+        order = np.argsort(-fused, kind="stable")[:k]
+        return [
+            Hit(int(ids[j]), float(fused[j]), float(dense[j]), float(context[j]), float(bm25[j])) for j in order
+        ]
+
+    def _lexical_for(self, ids: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+        pos = self._sparse_pos[ids]
+        return np.where(pos >= 0, lexical[np.maximum(pos, 0)], 0.0).astype(np.float32)
+
+    def tokens(self, text: str) -> list[str]:
+        return tokenize(text)

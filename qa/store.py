@@ -1,0 +1,270 @@
+"""The index on disk: versioned folders, checksums, atomic switch-over.
+
+Layout of an index folder::
+
+    index/
+      CURRENT              name of the live version folder (replaced atomically)
+      index.lock           held while a build runs
+      v-<version>/
+        manifest.json      Manifest: model, settings, source and file checksums
+        documents.jsonl    one document a line: id, sha256, encoding, title, text
+        sentences.jsonl    one sentence a line (row i = sentence id i)
+        vectors.faiss      IndexFlatIP of unit vectors (several per sentence)
+        vector_sentence.npy  row -> sentence id (int32)
+        vector_keys.json   row -> content key (model + embedded text), for reuse
+        bm25/              bm25s arrays (.npy) and vocabulary (JSON)
+
+A build writes a ``.tmp-*`` folder, renames it to ``v-<version>`` and then
+replaces ``CURRENT``; a reader either sees the old version or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.sparse import SparseIndex
+from qa.types import IndexBusyError, IndexStateError, Manifest, Sentence
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+LOCK = "index.lock"
+LOCK_TIMEOUT = float(os.environ.get("QA_LOCK_TIMEOUT", "600"))
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    id: str
+    sha256: str
+    encoding: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class IndexData:
+    """Everything a loaded index holds, read-only once built."""
+
+    folder: Path
+    manifest: Manifest
+    documents: dict[str, StoredDocument]
+    sentences: list[Sentence]
+    vectors: Any  # faiss.IndexFlatIP
+    vector_sentence: np.ndarray
+    vector_keys: list[str]
+    sparse: SparseIndex
+    sparse_rows: np.ndarray  # BM25 row -> sentence id
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_folder(index: Path) -> Path | None:
+    """The live version folder, or None when no index has been built."""
+    try:
+        name = (index / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexStateError(f"cannot read {index / CURRENT}: {exc.strerror}") from exc
+    folder = index / name
+    if not name.startswith("v-") or "/" in name or not folder.is_dir():
+        raise IndexStateError(f"{index / CURRENT} names {name!r}, which is not an index version folder")
+    return folder
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = Manifest.from_dict(data)
+    except FileNotFoundError as exc:
+        raise IndexStateError(f"{path} is missing") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise IndexStateError(f"{path} is unreadable or corrupted: {exc}") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexStateError(
+            f"{path} has format version {manifest.format_version}; this program reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Raise IndexStateError naming the first index file whose checksum differs."""
+    for name, expected in manifest.files.items():
+        path = folder / name
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise IndexStateError(f"index file {path} is unreadable: {exc.strerror}") from exc
+        if actual != expected:
+            raise IndexStateError(f"index file {path} is corrupted (checksum mismatch)")
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
+    """Load one version folder; IndexStateError when anything is wrong with it."""
+    import faiss
+
+    manifest = read_manifest(folder)
+    if verify:
+        verify_files(folder, manifest)
+    try:
+        documents = {
+            d["id"]: StoredDocument(d["id"], d["sha256"], d["encoding"], d["title"], d["text"])
+            for d in _read_jsonl(folder / "documents.jsonl")
+        }
+        sentences = [
+            Sentence(r["doc"], r["start"], r["end"], r["text"], r["passage_start"], r["passage_end"], r["citable"])
+            for r in _read_jsonl(folder / "sentences.jsonl")
+        ]
+        vectors = faiss.read_index(str(folder / "vectors.faiss"))
+        vector_sentence = np.load(folder / "vector_sentence.npy", allow_pickle=False)
+        vector_keys = json.loads((folder / "vector_keys.json").read_text(encoding="utf-8"))
+        sparse = SparseIndex.load(folder / "bm25")
+        sparse_rows = np.load(folder / "sparse_rows.npy", allow_pickle=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
+    if vectors.ntotal != len(vector_sentence) or len(sentences) != manifest.sentences:
+        raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
+    return IndexData(
+        folder, manifest, documents, sentences, vectors, vector_sentence, vector_keys, sparse, sparse_rows
+    )
+
+
+def write_folder(
+    index: Path,
+    manifest: Manifest,
+    documents: list[StoredDocument],
+    sentences: list[Sentence],
+    vectors: np.ndarray,
+    vector_sentence: np.ndarray,
+    vector_keys: list[str],
+    sparse: SparseIndex,
+    sparse_rows: np.ndarray,
+) -> Manifest:
+    """Write a new version folder and make it current, atomically.
+
+    Returns the manifest with the checksums of the files written.
+    """
+    import faiss
+
+    index.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=index))
+    try:
+        with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
+            for d in documents:
+                f.write(json.dumps(d.__dict__, ensure_ascii=False) + "\n")
+        with (tmp / "sentences.jsonl").open("w", encoding="utf-8") as f:
+            for s in sentences:
+                row = {
+                    "doc": s.doc, "start": s.start, "end": s.end, "text": s.text,
+                    "passage_start": s.passage_start, "passage_end": s.passage_end, "citable": s.citable,
+                }  # fmt: skip
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        flat = faiss.IndexFlatIP(manifest.dimension)
+        if len(vectors):
+            flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        faiss.write_index(flat, str(tmp / "vectors.faiss"))
+        np.save(tmp / "vector_sentence.npy", vector_sentence.astype(np.int32), allow_pickle=False)
+        (tmp / "vector_keys.json").write_text(json.dumps(vector_keys), encoding="utf-8")
+        sparse.save(tmp / "bm25")
+        np.save(tmp / "sparse_rows.npy", sparse_rows.astype(np.int32), allow_pickle=False)
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = Manifest(**{**manifest.to_dict(), "files": files})
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        _fsync_tree(tmp)
+        final = index / f"v-{manifest.version}"
+        os.rename(tmp, final)
+        _replace_text(index / CURRENT, final.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def prune(index: Path, keep: int = 2) -> None:
+    """Remove old version folders (keeping the newest ``keep``) and stale temp folders.
+
+    Only call with the build lock held.
+    """
+    live = current_folder(index)
+    for tmp in index.glob(".tmp-*"):
+        log.info("removing unfinished build %s", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+    versions = sorted(index.glob("v-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in versions[keep:]:
+        if old != live:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_lock(index: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the index's build lock; IndexBusyError after ``timeout`` seconds."""
+    from filelock import FileLock, Timeout
+
+    index.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(index / LOCK))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise IndexBusyError(
+            f"another build of {index} has held {index / LOCK} for over {timeout:.0f} s; "
+            "wait for it to finish (or remove the lock file if no build is running)"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,143 @@
+"""The engine's data types and errors.
+
+Every span carries character offsets into its document's text exactly as
+decoded, so ``document.text[span.start:span.end] == span.text`` always holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- errors -------------------------------------------------------------------
+
+
+class QAError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class QuestionError(QAError, ValueError):
+    """The question (or an argument next to it) is not one we can answer."""
+
+
+class CorpusError(QAError):
+    """The corpus folder is missing or holds nothing to index."""
+
+
+class IndexStateError(QAError):
+    """The index is missing, stale, corrupted or built by another format."""
+
+
+class IndexBusyError(QAError):
+    """Another process holds the index lock for longer than the timeout."""
+
+
+# --- the corpus ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One source file, decoded. ``id`` is its path relative to the corpus."""
+
+    id: str
+    text: str
+    sha256: str
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A paragraph of a document (blank-line separated)."""
+
+    doc: str
+    start: int
+    end: int
+    text: str
+    prose: bool = True  # False for titles, headings and page chrome
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """A sentence of a passage; the unit the index stores and cites."""
+
+    doc: str
+    start: int
+    end: int
+    text: str
+    passage_start: int
+    passage_end: int
+    citable: bool = True  # False: indexed for context only (titles, chrome)
+
+
+# --- answers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A sentence that supports an answer, with where it sits in its document."""
+
+    doc: str
+    start: int
+    end: int
+    text: str
+    score: float
+    passage_start: int
+    passage_end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The reply to one question.
+
+    ``text`` is what a person reads; ``sources`` are ranked best first. When
+    ``abstained`` is true the sources do not answer the question and
+    ``sources`` (if any) are only the closest, low-confidence matches.
+    """
+
+    question: str
+    text: str
+    abstained: bool
+    sources: list[Source] = field(default_factory=list)
+    confidence: float = 0.0
+    index_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "text": self.text,
+            "abstained": self.abstained,
+            "confidence": self.confidence,
+            "index_version": self.index_version,
+            "sources": [s.to_dict() for s in self.sources],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an index folder holds and how it was built (``manifest.json``)."""
+
+    format_version: int
+    version: str  # unique id of this build
+    built_at: str  # ISO 8601, UTC
+    model: str  # the model id a query must be embedded with
+    dimension: int
+    corpus: str  # absolute path of the corpus folder it was built from
+    settings: dict[str, Any]  # splitter and embedding settings
+    sources: dict[str, str]  # document id -> sha256 of the file's bytes
+    files: dict[str, str]  # index file -> sha256, checked at load
+    documents: int
+    sentences: int
+    vectors: int
+    build: dict[str, Any] = field(default_factory=dict)  # what the build did
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

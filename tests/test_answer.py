@@ -1,0 +1,51 @@
+"""The answer() contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa import MAX_QUESTION_CHARS, Answer, QuestionError, answer
+
+
+def test_cites_the_280000_vehicles_sentence(article_index: Path, article_text: str) -> None:
+    result = answer("How many vehicles did Mitsubishi sell in Southeast Asia?", index=article_index)
+    assert isinstance(result, Answer) and not result.abstained
+    top = result.sources[0]
+    assert "280,000 vehicles" in top.text
+    assert article_text[top.start : top.end] == top.text
+    assert top.passage_start <= top.start < top.end <= top.passage_end
+    assert "280,000" in result.text
+    assert [s.score for s in result.sources] == sorted((s.score for s in result.sources), reverse=True)
+
+
+def test_k_sources_and_json(article_index: Path) -> None:
+    result = answer("Who is Carlos Ghosn?", k=5, index=article_index)
+    assert len(result.sources) == 5
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["sources"][0]["text"] == result.sources[0].text
+    assert set(data["sources"][0]) == {"doc", "start", "end", "text", "score", "passage_start", "passage_end"}
+
+
+@pytest.mark.parametrize(
+    ("question", "k", "message"),
+    [
+        ("", 3, "empty"),
+        ("   \n\t", 3, "empty"),
+        ("x" * (MAX_QUESTION_CHARS + 1), 3, "limit is 2,000"),
+        ("A fine question?", 0, "k must be"),
+        ("A fine question?", 21, "k must be"),
+        ("A fine question?", "3", "k must be"),
+    ],
+)
+def test_bad_input_is_a_clear_error_without_touching_the_index(
+    tmp_path: Path, question: str, k: object, message: str
+) -> None:
+    index = tmp_path / "never-built"
+    with pytest.raises(QuestionError, match=message):
+        answer(question, k=k, index=index)  # type: ignore[arg-type]
+    assert not index.exists()
+    with pytest.raises(ValueError):  # QuestionError is a ValueError
+        answer(question, k=k, index=index)  # type: ignore[arg-type]
