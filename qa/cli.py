@@ -144,5 +144,57 @@ def status(corpus: Path, index: Path, as_json: bool) -> None:
     sys.exit(0 if st.fresh else 1)
 
 
+@main.command("eval")
+@click.argument("questions", type=click.Path(path_type=Path), required=False)
+@click.option("--beir", type=click.Path(path_type=Path), help="A BEIR folder to run as document retrieval.")
+@click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR index here between runs.")
+@INDEX
+@JSON
+def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: Path, as_json: bool) -> None:
+    """Measure answers on a QUESTIONS.jsonl file, or retrieval on a BEIR data set (--beir DIR).
+
+    Question lines are {"id", "question", "gold"} (gold: list of phrases, or
+    null when the sources don't answer) or conversations {"id", "turns", "gold"}.
+    """
+    from qa import eval as evaluation
+    from qa.answer import get_engine
+
+    if (questions is None) == (beir is None):
+        raise UserError("give either a QUESTIONS.jsonl file or --beir DIR")
+    if beir is not None:
+        result = _run(evaluation.evaluate_beir, beir, work=work)
+        if as_json:
+            _echo_json(result)
+            return
+        click.echo(f"{beir}: {result['queries']} queries, {result['documents']} documents")
+        for name in ("dense", "shipped"):
+            m = result[name]
+            click.echo(
+                f"{name:8} nDCG@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  "
+                f"recall@100 {m['recall@100']:.4f}"
+            )
+        return
+    cases = _run(evaluation.load_cases, questions)
+    summary = _run(evaluation.evaluate, cases, get_engine(index)).summary()
+    if as_json:
+        _echo_json(summary)
+        return
+    s = summary
+    if s["answerable"]:
+        click.echo(f"top-1 {s['top1']}/{s['answerable']}   top-3 {s['top3']}/{s['answerable']}   (answerable)")
+    if s["unanswerable"] or s["abstained_answerable"]:
+        click.echo(
+            f"abstained {s['abstained_unanswerable']}/{s['unanswerable']} unanswerable, "
+            f"{s['abstained_answerable']}/{s['answerable']} answerable; "
+            f"precision {s['abstention_precision']}, recall {s['abstention_recall']}"
+        )
+    if s["follow_ups"]:
+        click.echo(f"follow-ups {s['follow_up_correct']}/{s['follow_ups']}")
+    click.echo(f"latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms")
+    for miss in s["misses"]:
+        click.echo(f"miss {miss['id']}: {miss['question']!r}" + (" (abstained)" if miss["abstained"] else ""))
+        click.echo(f"    returned: {' '.join((miss['returned'] or '-').split())[:160]}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,7 @@ class RetrievalSettings:
     window_weight: float = 0.5  # weight of the context-window view in the dense score
     bm25_weight: float = 0.3  # weight of max-normalised BM25 in the fused score
     bm25_scale: float = 10.0  # BM25 score at which the normaliser saturates
+    centrality_penalty: float = 0.0  # how much closeness to the corpus centroid costs
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class Retriever:
         # vectors are written sentence by sentence, ``views`` rows each
         self._first_row = np.full(len(data.sentences), -1, dtype=np.int64)
         self._first_row[data.vector_sentence[::views]] = np.arange(0, n, views)
+        # Generic sentences (headlines, summaries) sit near the centroid of the
+        # corpus and match every vague question; their closeness to it is
+        # subtracted from their score, like IDF for dense vectors.
+        centroid = self._matrix.mean(axis=0) if n else np.zeros(d, dtype=np.float32)
+        centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
+        self._centrality = (self._matrix @ centroid).astype(np.float32)
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
 
@@ -70,18 +77,21 @@ class Retriever:
         n = data.vectors.ntotal
         if n == 0:
             return []
-        m = min(n, cfg.candidates * self._views)
+        depth = max(cfg.candidates, k)
+        m = min(n, depth * self._views)
         _, rows = data.vectors.search(query.reshape(1, -1), m)
         candidates = set(data.vector_sentence[rows[0][rows[0] >= 0]].tolist())
         lexical = data.sparse.scores(tokens) if tokens else None
         if lexical is not None and lexical.any():
-            top = np.argpartition(-lexical, min(cfg.candidates, len(lexical) - 1))[: cfg.candidates]
+            top = np.argpartition(-lexical, min(depth, len(lexical) - 1))[:depth]
             candidates.update(data.sparse_rows[top[lexical[top] > 0]].tolist())
         if boost:
             candidates.update(boost)
         ids = np.fromiter(candidates, dtype=np.int64)
         first = self._first_row[ids]
-        sims = self._matrix[first[:, None] + np.arange(self._views)] @ query  # (c, views)
+        view_rows = first[:, None] + np.arange(self._views)
+        sims = self._matrix[view_rows] @ query  # (candidates, views)
+        sims = sims - cfg.centrality_penalty * self._centrality[view_rows]
         dense = sims[:, 0]
         context = sims[:, -1]
         mixed = (1 - cfg.window_weight) * dense + cfg.window_weight * context
@@ -99,6 +109,16 @@ class Retriever:
     def _lexical_for(self, ids: np.ndarray, lexical: np.ndarray) -> np.ndarray:
         pos = self._sparse_pos[ids]
         return np.where(pos >= 0, lexical[np.maximum(pos, 0)], 0.0).astype(np.float32)
+
+    def rank_documents(self, question: str, n: int) -> dict[str, float]:
+        """Documents ranked by their best sentence: ``{doc id: score}``, best first."""
+        hits = self.search(self.embed(question), self.tokens(question), n * 10)
+        best: dict[str, float] = {}
+        for hit in hits:
+            doc = self.data.sentences[hit.sentence].doc
+            if doc not in best:
+                best[doc] = hit.score
+        return dict(list(best.items())[:n])
 
     def tokens(self, text: str) -> list[str]:
         return tokenize(text)

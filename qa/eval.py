@@ -1,0 +1,242 @@
+"""Measure answer quality: ``qa eval`` on question files and on BEIR data sets.
+
+Question files are JSONL: ``{"id", "question", "gold"}`` (``gold`` a list of
+phrases, or null when the sources don't answer) and conversations
+``{"id", "turns", "gold"}`` where ``gold`` applies to the last turn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answer import Engine
+from qa.types import Answer, QAError
+
+log = logging.getLogger(__name__)
+
+MAX_HIT_CHARS = 400  # a "source" longer than this is not a sentence and never counts
+
+
+class EvalError(QAError):
+    """The evaluation file or data set is missing or malformed."""
+
+
+def collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_hit(text: str, gold: Iterable[str]) -> bool:
+    """A source hits when it is sentence-sized and contains a gold phrase (whitespace collapsed)."""
+    if len(text) > MAX_HIT_CHARS:
+        return False
+    flat = collapse(text)
+    return any(collapse(g) in flat for g in gold)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    turns: list[str]  # one question, or a conversation's questions in order
+    gold: list[str] | None
+
+
+@dataclass
+class Outcome:
+    case: Case
+    answer: Answer
+    seconds: float
+
+    @property
+    def top1(self) -> bool:
+        return bool(self.case.gold) and bool(self.answer.sources) and is_hit(
+            self.answer.sources[0].text, self.case.gold or []
+        )
+
+    @property
+    def correct(self) -> bool:
+        """Right source on top and not abstained; or abstained when the sources don't answer."""
+        return self.answer.abstained if self.case.gold is None else self.top1 and not self.answer.abstained
+
+    @property
+    def top3(self) -> bool:
+        return bool(self.case.gold) and any(is_hit(s.text, self.case.gold or []) for s in self.answer.sources[:3])
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def _select(self, chats: bool, answerable: bool | None = None) -> list[Outcome]:
+        return [
+            o
+            for o in self.outcomes
+            if (len(o.case.turns) > 1) == chats and (answerable is None or (o.case.gold is not None) == answerable)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        answerable = self._select(False, True)
+        unanswerable = self._select(False, False)
+        chats = self._select(True)
+        abstained = [o for o in self._select(False) if o.answer.abstained]
+        latencies = np.array([o.seconds for o in self.outcomes]) * 1000
+        return {
+            "answerable": len(answerable),
+            "top1": sum(o.top1 for o in answerable),
+            "top3": sum(o.top3 for o in answerable),
+            "unanswerable": len(unanswerable),
+            "abstained_unanswerable": sum(o.answer.abstained for o in unanswerable),
+            "abstained_answerable": sum(o.answer.abstained for o in answerable),
+            "abstention_precision": _ratio(sum(o.case.gold is None for o in abstained), len(abstained)),
+            "abstention_recall": _ratio(sum(o.answer.abstained for o in unanswerable), len(unanswerable)),
+            "follow_ups": len(chats),
+            "follow_up_correct": sum(o.correct for o in chats),
+            "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if len(latencies) else None,
+            "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2) if len(latencies) else None,
+            "misses": [
+                {
+                    "id": o.case.id,
+                    "question": o.case.turns[-1],
+                    "history": o.case.turns[:-1],
+                    "gold": o.case.gold,
+                    "abstained": o.answer.abstained,
+                    "confidence": o.answer.confidence,
+                    "returned": o.answer.sources[0].text if o.answer.sources else None,
+                }
+                for o in self.outcomes
+                if not o.correct
+            ],
+        }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def load_cases(path: str | os.PathLike[str]) -> list[Case]:
+    cases = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise EvalError(f"cannot read {path}: {exc.strerror}") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            turns = row["turns"] if "turns" in row else [row["question"]]
+            gold = row["gold"]
+            cases.append(Case(str(row.get("id", n)), list(turns), None if gold is None else list(gold)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EvalError(f"{path} line {n} is not a question or conversation: {exc}") from exc
+    return cases
+
+
+def evaluate(cases: list[Case], engine: Engine) -> Report:
+    """Answer every case (conversations turn by turn) and collect the outcomes."""
+    engine.retriever()  # load before timing
+    report = Report()
+    for case in cases:
+        for i, turn in enumerate(case.turns):
+            started = time.perf_counter()
+            result = engine.answer(turn, history=case.turns[:i])
+            seconds = time.perf_counter() - started
+        report.outcomes.append(Outcome(case, result, seconds))
+    return report
+
+
+# --- BEIR ---------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_beir(folder: str | os.PathLike[str], split: str = "test"):  # type: ignore[no-untyped-def]
+    """(corpus {id: (title, text)}, queries {id: text}, qrels {qid: {docid: rel}}) of a BEIR folder."""
+    folder = Path(folder)
+    corpus_file = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).exists()), None)
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if corpus_file is None or not (folder / "queries.jsonl").exists() or not qrels_file.exists():
+        raise EvalError(f"{folder} is not a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/{split}.tsv)")
+    corpus = {d["_id"]: (d.get("title", ""), d.get("text", "")) for d in _read_jsonl(corpus_file)}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in qrels_file.read_text(encoding="utf-8").splitlines()[1:]:
+        qid, did, score = line.split("\t")
+        qrels.setdefault(qid, {})[did] = int(score)
+    queries = {q["_id"]: q["text"] for q in _read_jsonl(folder / "queries.jsonl") if q["_id"] in qrels}
+    return corpus, queries, qrels
+
+
+def retrieval_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10, recall@10 and recall@100 averaged over queries, by pytrec_eval (trec_eval's code)."""
+    import pytrec_eval
+
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100"})
+    per_query = evaluator.evaluate(run)
+    n = len(qrels)  # queries with no results count as zero
+    return {
+        "ndcg@10": round(sum(q["ndcg_cut_10"] for q in per_query.values()) / n, 5),
+        "recall@10": round(sum(q["recall_10"] for q in per_query.values()) / n, 5),
+        "recall@100": round(sum(q["recall_100"] for q in per_query.values()) / n, 5),
+    }
+
+
+def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Whole-document retrieval on a BEIR data set: dense-only and the shipped retriever.
+
+    Dense-only follows the published protocol (``title + " " + text`` per
+    document, cosine). The shipped retriever indexes each document as a file
+    (title line, then text) and ranks documents by their best sentence.
+    ``work`` keeps the built index between runs.
+    """
+    from qa.build import build_index
+    from qa.embed import default_model, get_encoder
+
+    corpus, queries, qrels = load_beir(folder)
+    encoder = get_encoder(default_model())
+    ids = list(corpus)
+    log.info("dense-only: embedding %d documents", len(ids))
+    doc_vectors = encoder.encode([f"{t} {x}".strip() for t, x in (corpus[i] for i in ids)])
+    qids = list(queries)
+    q_vectors = encoder.encode([queries[q] for q in qids])
+    scores = q_vectors @ doc_vectors.T
+    dense_run = {}
+    for row, qid in enumerate(qids):
+        top = np.argsort(-scores[row])[:100]
+        dense_run[qid] = {ids[j]: float(scores[row, j]) for j in top}
+    results = {"dense": retrieval_metrics(dense_run, qrels)}
+
+    work_dir = Path(work) if work else Path(tempfile.mkdtemp(prefix="qa-beir-"))
+    docs_dir = work_dir / "corpus"
+    if not docs_dir.exists():
+        tmp = work_dir / "corpus.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            title, text = corpus[i]
+            (tmp / f"{i}.txt").write_text(f"{title}\n\n{text}\n" if title else f"{text}\n", encoding="utf-8")
+        tmp.rename(docs_dir)
+    build_index(docs_dir, work_dir / "index")
+    engine = Engine(work_dir / "index", docs_dir)
+    retriever = engine.retriever()
+    shipped_run = {}
+    for qid in qids:
+        shipped_run[qid] = retriever.rank_documents(queries[qid], 100)
+    results["shipped"] = retrieval_metrics(
+        {q: {d.removesuffix(".txt"): s for d, s in r.items()} for q, r in shipped_run.items()}, qrels
+    )
+    results["queries"] = len(qids)
+    results["documents"] = len(ids)
+    return results
