@@ -144,5 +144,29 @@ def status(corpus: Path, index: Path, as_json: bool) -> None:
     sys.exit(0 if st.fresh else 1)
 
 
+def _load_plugin_commands() -> None:
+    """Add the click commands other packages register in the ``qa.commands`` entry-point group.
+
+    This is how ``qa serve`` (the web chat, package ``ui``) joins the command
+    without ``qa`` importing it: entry points name a module, which must keep its
+    heavy imports (Gradio) inside functions so ``qa --help`` stays fast.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="qa.commands"):
+        if ep.name in main.commands:
+            continue
+        try:
+            command = ep.load()
+        except Exception as exc:  # a broken plugin must not break `qa ask`
+            logging.getLogger(__name__).warning("cannot load command %r (%s): %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(command, click.Command):
+            main.add_command(command, ep.name)
+
+
+_load_plugin_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
