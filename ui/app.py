@@ -225,7 +225,7 @@ def build_app(
 
         outputs = [chatbot, panel, status, asked, question]
         chat_io: dict[str, Any] = {"inputs": [question, chatbot, asked], "outputs": outputs}
-        question.submit(respond, api_name="chat", api_visibility="undocumented", **chat_io)
+        question.submit(respond, api_name="chat", **chat_io)
         ask.click(respond, api_visibility="private", **chat_io)
         if ask_examples is not None:
             ask_examples.load_input_event.then(respond, api_visibility="private", **chat_io)
