@@ -49,6 +49,7 @@ CSS = """
 #qa-sources .qa-doc { font-family: var(--font-mono); }
 #qa-sources .qa-passage { white-space: pre-wrap; line-height: 1.5; }
 #qa-sources mark.answer { background: #ffe066; color: #111; padding: 0 1px; border-radius: 2px; }
+#qa-sources mark.answer:not([data-rank="1"]) { background: #fff1b8; }
 #qa-sources mark.closest { background: transparent; color: inherit; border-bottom: 2px dashed #999; }
 #qa-sources .abstained .qa-heading { color: #a15c00; }
 #qa-sources sup.qa-mark-rank { font-size: 0.7em; font-weight: 700; margin-left: 1px; }
@@ -215,7 +216,7 @@ def build_app(
                     ask = gr.Button("Ask", variant="primary", scale=1, elem_id="qa-ask")
                 clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
                 ask_examples = (
-                    gr.Examples(example_questions, inputs=[question], label="Example questions")
+                    gr.Examples(example_questions, inputs=[question], label="Example questions", elem_id="qa-examples")
                     if example_questions
                     else None
                 )
