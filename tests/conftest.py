@@ -146,7 +146,9 @@ def article_app(launch_app: Callable[..., str], article_index: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tricky_app(
-    launch_app: Callable[..., str], make_session_corpus: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+    launch_app: Callable[..., str],
+    make_session_corpus: Callable[..., Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """URL of the web chat over a hostile document and a Unicode-heavy one."""
     corpus = make_session_corpus({HOSTILE_ID: HOSTILE_TEXT, UNICODE_ID: UNICODE_TEXT}, name="tricky")

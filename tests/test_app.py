@@ -13,7 +13,10 @@ from qa import MAX_QUESTION_CHARS
 from .conftest import ARTICLE_ID, HOSTILE_ID, HOSTILE_SCRIPT, HOSTILE_SENTENCE, UNICODE_ID, UNICODE_SENTENCE
 from .test_ui_render import parse, rendered_text
 
-SOLD = "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, more than Nissan or Renault."
+SOLD = (
+    "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, "
+    "more than Nissan or Renault."
+)
 BRAND = "The vehicle will be sold as a different model under the Nissan brand."
 
 
@@ -52,7 +55,8 @@ def test_page_highlights_the_cited_sentence_and_shows_index_status(
     reply, _ = rendered_text(messages[-1]["content"][0]["text"])
     assert reply.startswith(SOLD + " [1]")
     start = article_text.index(SOLD)
-    assert f"[1] {ARTICLE_ID}, characters {start}–{start + len(SOLD)}" in reply  # numbered reference: document and offsets
+    # numbered reference: document and offsets
+    assert f"[1] {ARTICLE_ID}, characters {start}–{start + len(SOLD)}" in reply
     from qa import get_engine
 
     manifest = get_engine(article_index).retriever().data.manifest
@@ -96,9 +100,13 @@ def test_bad_question_is_a_friendly_error_and_the_app_keeps_serving(
 
 def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app: str) -> None:
     client = Client(tricky_app, verbose=False)
-    result = client.predict("What tag does the Zorblax installer manual print on its warranty page?", api_name="/answer")
+    result = client.predict(
+        "What tag does the Zorblax installer manual print on its warranty page?", api_name="/answer"
+    )
     assert result["sources"][0]["doc"] == HOSTILE_ID and result["sources"][0]["text"] == HOSTILE_SENTENCE
-    messages, panel, _ = chat(tricky_app, "What tag does the Zorblax installer manual print on its warranty page?")
+    messages, panel, _ = chat(
+        tricky_app, "What tag does the Zorblax installer manual print on its warranty page?"
+    )
     assert "<script" not in panel and "&lt;script&gt;" in panel
     assert parse(panel).ranked[1] == ("answer", HOSTILE_SENTENCE)
     reply, tags = rendered_text(messages[-1]["content"][0]["text"])
@@ -108,3 +116,12 @@ def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app
     assert parse(panel).ranked[1] == ("answer", UNICODE_SENTENCE)
     result = client.predict("Which car did the Kōenji tram depot repair in 2019?", api_name="/answer")
     assert result["sources"][0]["doc"] == UNICODE_ID
+
+
+def test_qa_serve_is_a_plugin_command_that_does_not_load_gradio_until_run() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, qa.cli; print('serve' in qa.cli.main.commands, 'gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]

@@ -44,7 +44,8 @@ CSS = """
 #qa-sources .qa-heading { font-weight: 600; margin: 0 0 0.5rem; }
 #qa-sources .qa-source { border: 1px solid var(--border-color-primary); border-radius: 8px;
   padding: 0.6rem 0.8rem; margin-bottom: 0.6rem; background: var(--background-fill-secondary); }
-#qa-sources .qa-source-head { font-size: 0.85rem; margin-bottom: 0.3rem; color: var(--body-text-color-subdued); }
+#qa-sources .qa-source-head { font-size: 0.85rem; margin-bottom: 0.3rem;
+  color: var(--body-text-color-subdued); }
 #qa-sources .qa-rank { font-weight: 700; color: var(--body-text-color); }
 #qa-sources .qa-doc { font-family: var(--font-mono); }
 #qa-sources .qa-passage { white-space: pre-wrap; line-height: 1.5; }
@@ -110,7 +111,13 @@ class ChatService:
         except ValueError:
             built = s["built_at"]
         docs = "document" if s["documents"] == 1 else "documents"
-        state = "fresh" if s["state"] == "fresh" else f"{s['state']} ({s['reason']})" if s["reason"] else s["state"]
+        state = (
+            "fresh"
+            if s["state"] == "fresh"
+            else f"{s['state']} ({s['reason']})"
+            if s["reason"]
+            else s["state"]
+        )
         text = (
             f"Index: {s['documents']} {docs}, {s['sentences']} sentences, built {built}, "
             f"version {s['version']}, {state}"
@@ -121,7 +128,9 @@ class ChatService:
         return ARTICLE_EXAMPLES if ARTICLE_ID in self.engine.retriever().data.documents else []
 
 
-def start_engine(index: str | os.PathLike[str] | None = None, corpus: str | os.PathLike[str] | None = None) -> Engine:
+def start_engine(
+    index: str | os.PathLike[str] | None = None, corpus: str | os.PathLike[str] | None = None
+) -> Engine:
     """Build the index if missing or stale, load model and index, and answer one warm-up question."""
     from qa import build_index, get_engine
 
@@ -157,7 +166,9 @@ def build_app(
         try:
             return service.ask(question, history=history, k=k)
         except QuestionError as exc:
-            raise gr.Error(html.escape(_friendly(exc)), title="Please check the question", print_exception=False) from exc
+            raise gr.Error(
+                html.escape(_friendly(exc)), title="Please check the question", print_exception=False
+            ) from exc
         except QAError as exc:
             log.error("could not answer: %s", exc)
             raise gr.Error(html.escape(_friendly(exc)), title="The index is not available") from exc
@@ -188,7 +199,9 @@ def build_app(
         return [], EMPTY_PANEL, [], ""
 
     with gr.Blocks(title="Ask the sources", analytics_enabled=False) as demo:
-        gr.Markdown("## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences.")
+        gr.Markdown(
+            "## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences."
+        )
         status = gr.Markdown(service.status_markdown(), elem_id="qa-status")
         asked = gr.State([])
         with gr.Row(equal_height=False):
@@ -216,7 +229,9 @@ def build_app(
                     ask = gr.Button("Ask", variant="primary", scale=1, elem_id="qa-ask")
                 clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
                 ask_examples = (
-                    gr.Examples(example_questions, inputs=[question], label="Example questions", elem_id="qa-examples")
+                    gr.Examples(
+                        example_questions, inputs=[question], label="Example questions", elem_id="qa-examples"
+                    )
                     if example_questions
                     else None
                 )
@@ -237,7 +252,9 @@ def build_app(
     return demo
 
 
-def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple[Any, str, str]:
+def launch(
+    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any
+) -> tuple[Any, str, str]:
     """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
     _offline_environment()
     import gradio as gr
@@ -260,14 +277,37 @@ class UserError(click.ClickException):
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="QA_HOST",
-              help="Interface to listen on; 0.0.0.0 exposes the chat to your network (env QA_HOST).")  # fmt: skip
-@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, envvar="QA_PORT",
-              help="Port to listen on (env QA_PORT).")  # fmt: skip
-@click.option("--index", type=click.Path(path_type=Path), envvar="QA_INDEX", default="index", show_default=True,
-              help="Index folder (env QA_INDEX).")  # fmt: skip
-@click.option("--corpus", type=click.Path(path_type=Path), envvar="QA_CORPUS", default="corpus",
-              show_default=True, help="Folder of .txt/.md sources the index is built from (env QA_CORPUS).")  # fmt: skip
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="QA_HOST",
+    help="Interface to listen on; 0.0.0.0 exposes the chat to your network (env QA_HOST).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=7860,
+    show_default=True,
+    envvar="QA_PORT",
+    help="Port to listen on (env QA_PORT).",
+)
+@click.option(
+    "--index",
+    type=click.Path(path_type=Path),
+    envvar="QA_INDEX",
+    default="index",
+    show_default=True,
+    help="Index folder (env QA_INDEX).",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    envvar="QA_CORPUS",
+    default="corpus",
+    show_default=True,
+    help="Folder of .txt/.md sources the index is built from (env QA_CORPUS).",
+)
 def serve(host: str, port: int, index: Path, corpus: Path) -> None:
     """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
     try:

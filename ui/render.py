@@ -13,7 +13,7 @@ Sold 5 cars\\. \\[1\\]
 <BLANKLINE>
 **Sources**
 <BLANKLINE>
-\\[1\\] a\\.txt, characters 10–22
+\\[1\\] a\\.txt\\, characters 10–22
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def escape_markdown(text: str) -> str:
     """Text that a Markdown renderer shows literally (``<script>`` stays ``<script>``).
 
     >>> escape_markdown("<b>*hi*</b>")
-    '\\\\<b\\\\>\\\\*hi\\\\*\\\\</b\\\\>'
+    '\\\\<b\\\\>\\\\*hi\\\\*\\\\<\\\\/b\\\\>'
     """
     escaped = _MD_SPECIAL.sub(r"\\\1", text)
     # Line breaks inside a quoted sentence would start new Markdown blocks.
@@ -81,7 +81,9 @@ def chat_reply(answer: Answer) -> str:
     if answer.sources:
         title = "Closest matches (low confidence)" if answer.abstained else "Sources"
         lines += ["", f"**{title}**", ""]
-        lines += ["  \n".join(escape_markdown(source_reference(i, s)) for i, s in enumerate(answer.sources, 1))]
+        lines += [
+            "  \n".join(escape_markdown(source_reference(i, s)) for i, s in enumerate(answer.sources, 1))
+        ]
     return "\n".join(lines)
 
 
@@ -105,7 +107,11 @@ def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
             # The passage does not hold the source (index changed underneath): show the sentence alone.
             passage, start, end = s.text, 0, len(s.text)
         label = f"[{rank}] closest match, low confidence" if answer.abstained else f"[{rank}]"
-        items.append(PanelSource(rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained))
+        items.append(
+            PanelSource(
+                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained
+            )
+        )
     if not items:
         heading = "No source matches this question."
     elif answer.abstained:
