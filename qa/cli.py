@@ -196,5 +196,29 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
         click.echo(f"    returned: {' '.join((miss['returned'] or '-').split())[:160]}")
 
 
+def _load_plugin_commands() -> None:
+    """Add the click commands other packages register in the ``qa.commands`` entry-point group.
+
+    This is how ``qa serve`` (the web chat, package ``ui``) joins the command
+    without ``qa`` importing it: entry points name a module, which must keep its
+    heavy imports (Gradio) inside functions so ``qa --help`` stays fast.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="qa.commands"):
+        if ep.name in main.commands:
+            continue
+        try:
+            command = ep.load()
+        except Exception as exc:  # a broken plugin must not break `qa ask`
+            logging.getLogger(__name__).warning("cannot load command %r (%s): %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(command, click.Command):
+            main.add_command(command, ep.name)
+
+
+_load_plugin_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,133 @@
+"""Web chat latency: start-up to first answer, and per-question latency through gradio_client.
+
+    .venv/bin/python bench/app_latency.py [--start "make run"] [-n 50]
+
+1. Starts the app the way a person does (``make run`` by default; already
+   installed, index built) on a free port, polls the page, asks one question
+   through gradio_client, and reports the time from process start to that answer.
+2. Asks ``-n`` questions (the dev questions, cycled) through the ``/answer``
+   endpoint, one at a time, and reports p50/p95.
+3. In this process, calls ``qa.answer()`` on the same questions and reports its
+   p50, so the two can be compared in the same run on the same machine.
+
+Not part of ``make test``; prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = Path("/work/shared/eval/dev_questions.jsonl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the app exited with status {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"no page at {url} after {timeout:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--start", default="make run", help="command that starts the app (QA_PORT is set for it)"
+    )
+    parser.add_argument("-n", type=int, default=50, help="questions to time through gradio_client")
+    parser.add_argument("--questions", type=Path, default=QUESTIONS)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    questions = [
+        json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()
+    ]
+    asked = [questions[i % len(questions)] for i in range(args.n)]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "QA_PORT": str(port)}
+
+    from gradio_client import Client
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        shlex.split(args.start), cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_page(url, proc, args.timeout)
+        page_up = time.perf_counter() - started
+        client = Client(url, verbose=False)
+        first = client.predict(asked[0], api_name="/answer")
+        first_answer = time.perf_counter() - started
+        assert first["sources"], first
+
+        app_times = []
+        for q in asked:
+            t = time.perf_counter()
+            client.predict(q, api_name="/answer")
+            app_times.append(time.perf_counter() - t)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group this script started
+        proc.wait(timeout=30)
+
+    from qa import answer, get_engine
+
+    get_engine("index").retriever()  # load once, as the app does at start-up
+    answer(asked[0], index="index")
+    direct_times = []
+    for q in asked:
+        t = time.perf_counter()
+        answer(q, index="index")
+        direct_times.append(time.perf_counter() - t)
+
+    ms = 1000
+    print(f"command: {args.start!r} (port {port}); {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(f"start -> page served:  {page_up:.1f} s")
+    print(f"start -> first answer: {first_answer:.1f} s  (question: {asked[0]!r})")
+    print(
+        f"app via gradio_client, {len(app_times)} questions: p50 {statistics.median(app_times) * ms:.0f} ms, "
+        f"p95 {percentile(app_times, 95) * ms:.0f} ms, max {max(app_times) * ms:.0f} ms"
+    )
+    print(
+        f"answer() in process, same {len(direct_times)} questions: "
+        f"p50 {statistics.median(direct_times) * ms:.0f} ms, "
+        f"p95 {percentile(direct_times, 95) * ms:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The web chat, launched in this process and driven through gradio_client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from qa import MAX_QUESTION_CHARS
+
+from .conftest import ARTICLE_ID, HOSTILE_ID, HOSTILE_SCRIPT, HOSTILE_SENTENCE, UNICODE_ID, UNICODE_SENTENCE
+from .test_ui_render import parse, rendered_text
+
+SOLD = (
+    "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, "
+    "more than Nissan or Renault."
+)
+BRAND = "The vehicle will be sold as a different model under the Nissan brand."
+
+
+@pytest.fixture(scope="module")
+def client(article_app: str) -> Client:
+    return Client(article_app, verbose=False)
+
+
+def chat(url: str, *questions: str) -> tuple[list[dict], str, str]:
+    """Ask questions in one chat session (as a person typing them); returns the last (chat, panel, status)."""
+    session = Client(url, verbose=False)
+    result = None
+    for q in questions:
+        result = session.predict(q, api_name="/chat")
+    assert result is not None
+    messages, panel, status, typed = result
+    assert typed == ""  # the question box is cleared after an answer
+    return messages, panel, status
+
+
+def test_answer_endpoint_returns_the_answer_and_its_sources(client: Client, article_text: str) -> None:
+    result = client.predict("How many vehicles did Mitsubishi sell in Southeast Asia?", api_name="/answer")
+    assert not result["abstained"] and "280,000" in result["text"]
+    top = result["sources"][0]
+    assert top["doc"] == ARTICLE_ID and top["text"] == SOLD
+    assert article_text[top["start"] : top["end"]] == SOLD
+    assert {"doc", "start", "end", "text", "score", "passage_start", "passage_end"} <= set(top)
+    assert len(result["sources"]) == 3
+
+
+def test_page_highlights_the_cited_sentence_and_shows_index_status(
+    article_app: str, article_index: Path, article_text: str
+) -> None:
+    messages, panel, status = chat(article_app, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    assert parse(panel).ranked[1] == ("answer", SOLD)
+    reply, _ = rendered_text(messages[-1]["content"][0]["text"])
+    assert reply.startswith(SOLD + " [1]")
+    start = article_text.index(SOLD)
+    # numbered reference: document and offsets
+    assert f"[1] {ARTICLE_ID}, characters {start}–{start + len(SOLD)}" in reply
+    from qa import get_engine
+
+    manifest = get_engine(article_index).retriever().data.manifest
+    for fact in (f"{manifest.sentences} sentences", "fresh", manifest.version.replace("-", "\\-")):
+        assert fact in status
+
+
+def test_follow_up_uses_the_earlier_question(client: Client, article_app: str) -> None:
+    first = "Which minivan will Nissan get from Mitsubishi?"
+    follow_up = "Which brand will it be sold under?"
+    result = client.predict(follow_up, [first], api_name="/answer")
+    assert result["sources"][0]["text"] == BRAND
+    # In the page the chat itself supplies the history.
+    _, panel, _ = chat(article_app, first, follow_up)
+    assert parse(panel).ranked[1] == ("answer", BRAND)
+
+
+def test_off_topic_question_abstains_without_highlighting_an_answer(client: Client, article_app: str) -> None:
+    result = client.predict("Who painted the Mona Lisa?", api_name="/answer")
+    assert result["abstained"]
+    messages, panel, _ = chat(article_app, "Who painted the Mona Lisa?")
+    assert "The sources don't answer this question" in rendered_text(messages[-1]["content"][0]["text"])[0]
+    assert "low confidence" in panel
+    assert {kind for kind, _ in parse(panel).marks} <= {"closest"}
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [("   ", "The question is empty"), ("why " * (MAX_QUESTION_CHARS // 3), "the limit is 2,000")],
+)
+def test_bad_question_is_a_friendly_error_and_the_app_keeps_serving(
+    client: Client, question: str, message: str
+) -> None:
+    with pytest.raises(AppError, match=message) as raised:
+        client.predict(question, api_name="/answer")
+    assert "Traceback" not in str(raised.value)
+    with pytest.raises(AppError, match=message):
+        client.predict(question, api_name="/chat")
+    assert client.predict("Who is Carlos Ghosn?", api_name="/answer")["sources"]
+
+
+def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app: str) -> None:
+    client = Client(tricky_app, verbose=False)
+    result = client.predict(
+        "What tag does the Zorblax installer manual print on its warranty page?", api_name="/answer"
+    )
+    assert result["sources"][0]["doc"] == HOSTILE_ID and result["sources"][0]["text"] == HOSTILE_SENTENCE
+    messages, panel, _ = chat(
+        tricky_app, "What tag does the Zorblax installer manual print on its warranty page?"
+    )
+    assert "<script" not in panel and "&lt;script&gt;" in panel
+    assert parse(panel).ranked[1] == ("answer", HOSTILE_SENTENCE)
+    reply, tags = rendered_text(messages[-1]["content"][0]["text"])
+    assert HOSTILE_SCRIPT in reply and "script" not in tags
+
+    _, panel, _ = chat(tricky_app, "Which car did the Kōenji tram depot repair in 2019?")
+    assert parse(panel).ranked[1] == ("answer", UNICODE_SENTENCE)
+    result = client.predict("Which car did the Kōenji tram depot repair in 2019?", api_name="/answer")
+    assert result["sources"][0]["doc"] == UNICODE_ID
+
+
+def test_qa_serve_is_a_plugin_command_that_does_not_load_gradio_until_run() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, qa.cli; print('serve' in qa.cli.main.commands, 'gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]

@@ -1,0 +1,144 @@
+"""The web chat in a real browser: Debian's Chromium driven by Playwright, fully offline."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from .conftest import HOSTILE_IMG, HOSTILE_SCRIPT, HOSTILE_SENTENCE, ROOT, UNICODE_SENTENCE
+from .test_app import SOLD
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+ANSWER_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    """A fresh page that may only talk to this machine; anything else is blocked and recorded."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.outside = []  # type: ignore[attr-defined]
+
+    def local_only(route):  # type: ignore[no-untyped-def]
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:")) or host in {"127.0.0.1", "localhost"}:
+            route.continue_()
+        else:
+            page.outside.append(route.request.url)  # type: ignore[attr-defined]
+            route.abort()
+
+    page.route("**/*", local_only)
+    yield page
+    context.close()
+
+
+def ask(page, question: str) -> None:  # type: ignore[no-untyped-def]
+    """Type a question and press Enter, as a person would; wait until its answer is in the chat."""
+    before = page.locator("#qa-chat .message-row").count()
+    box = page.locator("#qa-question textarea")
+    box.fill(question)
+    box.press("Enter")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#qa-chat .message-row').length >= n + 2",
+        arg=before,
+        timeout=ANSWER_TIMEOUT_MS,
+    )
+    page.locator("#qa-sources .qa-source").first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+
+
+def open_app(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(url)
+    page.locator("#qa-question textarea").wait_for(timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_question_answered_with_the_source_sentence_highlighted(
+    page, article_app: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    assert "fresh" in page.locator("#qa-status").inner_text()
+    ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    highlighted = page.locator('#qa-sources mark.answer[data-rank="1"]')
+    assert highlighted.text_content() == SOLD
+    assert "280,000 vehicles" in page.locator("#qa-chat").inner_text()
+    assert page.outside == []  # the page needs nothing from the internet
+
+    shot = tmp_path / "answered.png"
+    page.screenshot(path=str(shot), full_page=True)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    shutil.copy(shot, SCREENSHOT)
+
+
+def test_follow_up_and_clear(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    ask(page, "Which minivan will Nissan get from Mitsubishi?")
+    ask(page, "Which brand will it be sold under?")
+    highlighted = page.locator('#qa-sources mark.answer[data-rank="1"]')
+    assert (
+        highlighted.text_content() == "The vehicle will be sold as a different model under the Nissan brand."
+    )
+    page.locator("#qa-clear").click()
+    page.wait_for_function("() => document.querySelectorAll('#qa-chat .message-row').length === 0")
+    assert page.locator("#qa-sources mark").count() == 0
+
+
+def test_example_question_is_answered_when_clicked(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    page.locator("#qa-examples").get_by_text("Which minivan will Nissan get from Mitsubishi?").click()
+    page.locator('#qa-sources mark.answer[data-rank="1"]').wait_for(timeout=ANSWER_TIMEOUT_MS)
+    assert "Xpander minivan" in page.locator('#qa-sources mark.answer[data-rank="1"]').text_content()
+
+
+def test_empty_question_shows_a_friendly_error(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    page.locator("#qa-ask").click()
+    page.get_by_text("The question is empty").first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    assert "Traceback" not in page.content()
+    ask(page, "Who is Carlos Ghosn?")  # still serving
+
+
+def test_hostile_document_and_question_run_nothing_and_show_literally(page, tricky_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, tricky_app)
+    ask(page, "What tag does the Zorblax installer manual print on its warranty page?")
+    assert page.locator('#qa-sources mark.answer[data-rank="1"]').text_content() == HOSTILE_SENTENCE
+    assert HOSTILE_SCRIPT in page.locator("#qa-sources").text_content()
+    assert HOSTILE_SCRIPT in page.locator("#qa-chat").inner_text()
+
+    ask(page, f"Is {HOSTILE_IMG} the broken picture link in the troubleshooting chapter?")
+    assert HOSTILE_IMG in page.locator("#qa-chat").inner_text()  # the question, shown as typed
+    assert (
+        page.locator("#qa-chat img[src='x'], #qa-sources img, #qa-chat script, #qa-sources script").count()
+        == 0
+    )
+    page.wait_for_timeout(500)  # give any injected onerror handler the chance to fire
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+    ask(page, "Which car did the Kōenji tram depot repair in 2019?")
+    assert page.locator('#qa-sources mark.answer[data-rank="1"]').text_content() == UNICODE_SENTENCE
+    assert page.outside == []

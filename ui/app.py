@@ -1,0 +1,321 @@
+"""The web chat: ``build_app(...) -> gr.Blocks`` and the ``qa serve`` command.
+
+Importing this module does no work and does not import Gradio (``qa --help``
+and ``qa ask`` load it through the ``qa.commands`` entry point). The model and
+index load once, in :func:`build_app`, before the app serves anyone.
+
+>>> demo = build_app(index="index", corpus="corpus")   # doctest: +SKIP
+>>> launch(demo, host="127.0.0.1", port=7860)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from qa import Answer, QAError, QuestionError, Source
+from ui import render
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from qa import Engine
+
+log = logging.getLogger(__name__)
+
+ARTICLE_ID = "mitsubishi-joins-renault-nissan-alliance.txt"
+ARTICLE_EXAMPLES = [
+    "How many vehicles did Mitsubishi sell in Southeast Asia?",
+    "Which minivan will Nissan get from Mitsubishi?",
+    "Which company makes batteries for the alliance's electric cars in China?",
+    "Who is Carlos Ghosn?",
+]
+EMPTY_PANEL = '<div class="qa-panel empty"><p class="qa-heading">Ask a question: the passages it comes from appear here, with the cited sentences highlighted.</p></div>'  # noqa: E501
+
+CSS = """
+#qa-sources .qa-panel { font-size: 0.95rem; }
+#qa-sources .qa-heading { font-weight: 600; margin: 0 0 0.5rem; }
+#qa-sources .qa-source { border: 1px solid var(--border-color-primary); border-radius: 8px;
+  padding: 0.6rem 0.8rem; margin-bottom: 0.6rem; background: var(--background-fill-secondary); }
+#qa-sources .qa-source-head { font-size: 0.85rem; margin-bottom: 0.3rem;
+  color: var(--body-text-color-subdued); }
+#qa-sources .qa-rank { font-weight: 700; color: var(--body-text-color); }
+#qa-sources .qa-doc { font-family: var(--font-mono); }
+#qa-sources .qa-passage { white-space: pre-wrap; line-height: 1.5; }
+#qa-sources mark.answer { background: #ffe066; color: #111; padding: 0 1px; border-radius: 2px; }
+#qa-sources mark.answer:not([data-rank="1"]) { background: #fff1b8; }
+#qa-sources mark.closest { background: transparent; color: inherit; border-bottom: 2px dashed #999; }
+#qa-sources .abstained .qa-heading { color: #a15c00; }
+#qa-sources sup.qa-mark-rank { font-size: 0.7em; font-weight: 700; margin-left: 1px; }
+#qa-status { font-size: 0.85rem; }
+"""
+
+
+def _offline_environment() -> None:
+    """Nothing may reach the network: no analytics, no version check, no model hub."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _friendly(exc: Exception) -> str:
+    message = str(exc).strip() or "something went wrong"
+    message = message[0].upper() + message[1:]
+    return message if message.endswith((".", "?", "!")) else message + "."
+
+
+class ChatService:
+    """What the page and the API do, without Gradio: answer, look up passages, report status."""
+
+    def __init__(self, engine: Engine, corpus: Path | None = None) -> None:
+        self.engine = engine
+        self.corpus = corpus
+
+    def ask(self, question: str, history: Sequence[str] = (), k: int = 3) -> Answer:
+        return self.engine.answer(question, history=history, k=k)
+
+    def passage_text(self, source: Source) -> str:
+        document = self.engine.retriever().data.documents.get(source.doc)
+        return document.text[source.passage_start : source.passage_end] if document else source.text
+
+    def status(self) -> dict[str, Any]:
+        """The live index: counts, build time, version, and whether it still matches the corpus."""
+        from qa import index_status
+
+        live = self.engine.retriever().data.manifest
+        corpus = self.corpus or Path(live.corpus)
+        st = index_status(corpus, self.engine.index, verify=False)
+        state, reason = st.state, st.reason
+        if st.manifest is not None and st.manifest.version != live.version:
+            state, reason = "stale", f"a newer index version ({st.manifest.version}) is on disk and loading"
+        return {
+            "state": state,
+            "reason": reason,
+            "documents": live.documents,
+            "sentences": live.sentences,
+            "built_at": live.built_at,
+            "version": live.version,
+        }
+
+    def status_markdown(self) -> str:
+        s = self.status()
+        try:
+            built = datetime.fromisoformat(s["built_at"]).strftime("%Y-%m-%d %H:%M UTC")
+        except ValueError:
+            built = s["built_at"]
+        docs = "document" if s["documents"] == 1 else "documents"
+        state = (
+            "fresh"
+            if s["state"] == "fresh"
+            else f"{s['state']} ({s['reason']})"
+            if s["reason"]
+            else s["state"]
+        )
+        text = (
+            f"Index: {s['documents']} {docs}, {s['sentences']} sentences, built {built}, "
+            f"version {s['version']}, {state}"
+        )
+        return render.escape_markdown(text)
+
+    def examples(self) -> list[str]:
+        return ARTICLE_EXAMPLES if ARTICLE_ID in self.engine.retriever().data.documents else []
+
+
+def start_engine(
+    index: str | os.PathLike[str] | None = None, corpus: str | os.PathLike[str] | None = None
+) -> Engine:
+    """Build the index if missing or stale, load model and index, and answer one warm-up question."""
+    from qa import build_index, get_engine
+
+    if corpus is not None and Path(corpus).is_dir():
+        build_index(corpus, index if index is not None else os.environ.get("QA_INDEX", "index"))
+    engine = get_engine(index)
+    engine.retriever()
+    # The first real question then costs what later ones do (lazy torch/FAISS/BM25 paths are warm).
+    engine.answer("How does this work?")
+    return engine
+
+
+def build_app(
+    index: str | os.PathLike[str] | None = None,
+    corpus: str | os.PathLike[str] | None = None,
+    *,
+    examples: Sequence[str] | None = None,
+    k: int = 3,
+) -> gr.Blocks:
+    """The web chat for an index folder (built from ``corpus`` when missing or stale).
+
+    Loads the model and index now, so the first question is as fast as later
+    ones. ``examples`` default to questions about the bundled article when it
+    is indexed. Launch with :func:`launch` (it adds the page's CSS).
+    """
+    _offline_environment()
+    import gradio as gr
+
+    service = ChatService(start_engine(index, corpus), Path(corpus) if corpus is not None else None)
+    example_questions = list(examples) if examples is not None else service.examples()
+
+    def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
+        try:
+            return service.ask(question, history=history, k=k)
+        except QuestionError as exc:
+            raise gr.Error(
+                html.escape(_friendly(exc)), title="Please check the question", print_exception=False
+            ) from exc
+        except QAError as exc:
+            log.error("could not answer: %s", exc)
+            raise gr.Error(html.escape(_friendly(exc)), title="The index is not available") from exc
+
+    def respond(
+        question: str, chat: list[dict[str, Any]] | None, asked: list[str] | None
+    ) -> tuple[list[dict[str, Any]], str, str, list[str], str]:
+        asked = list(asked or [])
+        result = ask_or_explain(question, asked, k)
+        chat = [
+            *(chat or []),
+            {"role": "user", "content": render.chat_question(question)},
+            {"role": "assistant", "content": render.chat_reply(result)},
+        ]
+        panel = render.panel_html(render.panel(result, service.passage_text))
+        return chat, panel, service.status_markdown(), [*asked, question.strip()], ""
+
+    def answer(question: str, history: list[str] | None = None, k: int = 3) -> dict[str, Any]:
+        """Answer a question from the indexed sources.
+
+        history: the chat's earlier questions, oldest first. k: number of sources (1-20).
+        Returns the answer (text, abstained, confidence, index_version) and its sources
+        (doc, start, end, text, score, passage_start, passage_end), best first.
+        """
+        return ask_or_explain(question, history or [], k).to_dict()
+
+    def clear() -> tuple[list[dict[str, Any]], str, list[str], str]:
+        return [], EMPTY_PANEL, [], ""
+
+    with gr.Blocks(title="Ask the sources", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences."
+        )
+        status = gr.Markdown(service.status_markdown(), elem_id="qa-status")
+        asked = gr.State([])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(
+                    label="Chat",
+                    elem_id="qa-chat",
+                    height=460,
+                    sanitize_html=True,
+                    latex_delimiters=[],
+                    allow_tags=False,
+                    buttons=["copy"],
+                    feedback_options=None,
+                )
+                with gr.Row():
+                    question = gr.Textbox(
+                        placeholder="Ask a question about the sources…",
+                        show_label=False,
+                        lines=1,
+                        max_lines=4,
+                        scale=5,
+                        elem_id="qa-question",
+                        autofocus=True,
+                    )
+                    ask = gr.Button("Ask", variant="primary", scale=1, elem_id="qa-ask")
+                clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
+                ask_examples = (
+                    gr.Examples(
+                        example_questions, inputs=[question], label="Example questions", elem_id="qa-examples"
+                    )
+                    if example_questions
+                    else None
+                )
+            with gr.Column(scale=2):
+                gr.Markdown("### Sources")
+                panel = gr.HTML(EMPTY_PANEL, elem_id="qa-sources")
+
+        outputs = [chatbot, panel, status, asked, question]
+        chat_io: dict[str, Any] = {"inputs": [question, chatbot, asked], "outputs": outputs}
+        question.submit(respond, api_name="chat", **chat_io)
+        ask.click(respond, api_visibility="private", **chat_io)
+        if ask_examples is not None:
+            ask_examples.load_input_event.then(respond, api_visibility="private", **chat_io)
+        clear_button.click(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
+        chatbot.clear(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
+        demo.load(service.status_markdown, outputs=[status], api_visibility="private")
+        gr.api(answer, api_name="answer")
+    return demo
+
+
+def launch(
+    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any
+) -> tuple[Any, str, str]:
+    """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
+    _offline_environment()
+    import gradio as gr
+
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        css=CSS,
+        theme=theme,
+        footer_links=["api"],
+        ssr_mode=False,
+        **kwargs,
+    )
+
+
+class UserError(click.ClickException):
+    exit_code = 2  # as the rest of the `qa` command
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="QA_HOST",
+    help="Interface to listen on; 0.0.0.0 exposes the chat to your network (env QA_HOST).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=7860,
+    show_default=True,
+    envvar="QA_PORT",
+    help="Port to listen on (env QA_PORT).",
+)
+@click.option(
+    "--index",
+    type=click.Path(path_type=Path),
+    envvar="QA_INDEX",
+    default="index",
+    show_default=True,
+    help="Index folder (env QA_INDEX).",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    envvar="QA_CORPUS",
+    default="corpus",
+    show_default=True,
+    help="Folder of .txt/.md sources the index is built from (env QA_CORPUS).",
+)
+def serve(host: str, port: int, index: Path, corpus: Path) -> None:
+    """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
+    try:
+        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None)
+    except QAError as exc:
+        raise UserError(str(exc)) from exc
+    click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
+    try:
+        launch(demo, host=host, port=port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another --port") from exc
