@@ -9,7 +9,6 @@ unanswerable questions, which is what the abstention threshold is set from.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import sys
 
@@ -23,14 +22,19 @@ def main() -> None:
     cases = [c for f in files for c in load_cases(f)]
     engine = Engine(index)
     retriever = engine.retriever()
+    # Every setting asks the same questions: embed each once.
+    retriever.embed = lambda q, reuse=False: retriever.encoder.encode_query(q, reuse=True)  # type: ignore[method-assign]
     grid = {
-        "window_weight": [0.0, 0.5, 0.6, 0.7, 0.8, 1.0],
-        "bm25_weight": [0.0, 0.2, 0.3, 0.4, 0.5],
-        "bm25_scale": [5.0, 10.0, 20.0],
-        "centrality_penalty": [0.0, 0.3, 0.4, 0.5, 0.6],
+        "fusion": ["score", "rrf"],
+        "window_weight": [0.6, 0.7, 0.8],
+        "bm25_weight": [0.4, 0.6, 0.8, 1.0],
+        "centrality_penalty": [0.3, 0.4, 0.5, 0.6],
+        "answer_type_boost": [0.0, 0.03, 0.06],
     }
     results = []
     for values in itertools.product(*grid.values()):
+        if values[0] == "rrf" and values[2] != grid["bm25_weight"][0]:
+            continue  # rrf has no BM25 weight
         retriever.settings = RetrievalSettings(**dict(zip(grid, values, strict=True)))
         engine.settings = AnswerSettings(abstain_below=-1.0)
         report = evaluate(cases, engine)
@@ -41,6 +45,18 @@ def main() -> None:
     print("top1 top3 follow-ups  " + " ".join(grid))
     for top1, top3, fu, values in results[:25]:
         print(f"{top1:4} {top3:4} {fu:4}        {values}")
+
+    # Abstention: with the shipped settings, where do the confidences of
+    # answerable and unanswerable questions fall? The threshold goes midway
+    # between the highest unanswerable and the lowest answerable one.
+    retriever.settings = RetrievalSettings()
+    engine.settings = AnswerSettings(abstain_below=-1.0)
+    outcomes = evaluate(cases, engine).outcomes
+    yes = sorted(o.answer.confidence for o in outcomes if o.case.gold is not None)
+    no = sorted(o.answer.confidence for o in outcomes if o.case.gold is None)
+    print(f"confidence, answerable ({len(yes)}): min {yes[0]:.3f}  p5 {yes[len(yes) // 20]:.3f}  median {yes[len(yes) // 2]:.3f}")
+    print(f"confidence, unanswerable ({len(no)}): max {no[-1]:.3f}  median {no[len(no) // 2]:.3f}")
+    print(f"midpoint threshold {(no[-1] + yes[0]) / 2:.3f}; shipped {AnswerSettings().abstain_below}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ questions keep being answered from the old one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import numpy as np
 
 from qa import store
 from qa.build import build_index, index_status
-from qa.retrieve import Hit, Retriever
+from qa.retrieve import Hit, Retriever, answer_type
 from qa.types import Answer, IndexStateError, QuestionError, Source
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,10 @@ MAX_QUESTION_CHARS = 2000
 MAX_K = 20
 
 # Words that make a question lean on an earlier turn ("Where is *it* built?").
-_ANAPHORA = frozenset(
-    "it its it's itself they them their theirs this that these those there he him his she her "
-    "the same one ones former latter".split()
-)
+_ANAPHORA = frozenset({
+    "it", "its", "it's", "itself", "they", "them", "their", "theirs", "this", "that", "these", "those",
+    "there", "he", "him", "his", "she", "her", "same", "one", "ones", "former", "latter",
+})  # fmt: skip
 _WORDS = re.compile(r"[\w’']+")
 
 
@@ -39,7 +40,7 @@ _WORDS = re.compile(r"[\w’']+")
 class AnswerSettings:
     """Abstention and follow-up settings; README "Retrieval settings" says how each was chosen."""
 
-    abstain_below: float = 0.40  # confidence under which the sources "don't answer"
+    abstain_below: float = 0.40  # confidence under which the sources "don't answer" (bench/tune.py)
     history_weight: float = 0.5  # weight of the previous question's vector in a follow-up
     neighbour_boost: float = 0.08  # boost of the previous answer's sentence and neighbours
 
@@ -90,10 +91,8 @@ class Engine:
         if self.corpus is not None:
             return self.corpus
         folder = None
-        try:
+        with contextlib.suppress(IndexStateError):
             folder = store.current_folder(self.index)
-        except IndexStateError:
-            pass
         if folder is not None:
             try:
                 built_from = Path(store.read_manifest(folder).corpus)
@@ -147,7 +146,7 @@ class Engine:
         if folder is None:
             raise IndexStateError(f"no index has been built in {self.index}")
         retriever = Retriever(store.load_folder(folder))
-        retriever.encoder.model  # load the model now, not on the first question
+        _ = retriever.encoder.model  # load the model now, not on the first question
         self._current_stamp = stamp
         log.info("loaded index %s (%s)", folder, retriever.data.manifest.version)
         return retriever
@@ -190,29 +189,28 @@ class Engine:
         query = retriever.embed(question, reuse=not remember)
         tokens = retriever.tokens(question)
         boost: dict[int, float] = {}
+        inherited = 0.0
         if history and is_follow_up(question):
-            previous = self._answer(retriever, history[-1], history[:-1], 1, remember=False)
+            # Resolve what the previous turn was about: its own answer (from the
+            # turns before it, at most two back) and its words.
+            previous = self._answer(retriever, history[-1], history[-3:-1], 1, remember=False)
             prev_vec = retriever.embed(history[-1], reuse=True)
             query = query + cfg.history_weight * prev_vec
             query = (query / np.linalg.norm(query)).astype(np.float32)
             tokens = tokens + retriever.tokens(history[-1])
             if previous.sources and not previous.abstained:
-                boost = self._neighbours(retriever, previous.sources[0])
-        hits = retriever.search(query, tokens, max(k, 1), boost=boost)
-        return self._compose(retriever, question, hits, k)
+                boost = dict.fromkeys(retriever.neighbours(previous.sources[0]), cfg.neighbour_boost)
+                inherited = previous.confidence
+        hits = retriever.search(query, tokens, max(k, 1), boost=boost, answer_type=answer_type(question))
+        confidence = confidence_of(hits[0]) if hits else 0.0
+        if hits and hits[0].sentence in boost:
+            # The follow-up landed where the previous answer was: it is as sure as that was.
+            confidence = max(confidence, inherited)
+        return self._compose(retriever, question, hits, k, confidence)
 
-    def _neighbours(self, retriever: Retriever, source: Source) -> dict[int, float]:
-        sentences = retriever.data.sentences
-        found = {}
-        for i, s in enumerate(sentences):
-            if s.doc == source.doc and s.start == source.start:
-                for j in (i - 1, i, i + 1):
-                    if 0 <= j < len(sentences) and sentences[j].passage_start == s.passage_start:
-                        found[j] = self.settings.neighbour_boost
-                break
-        return found
-
-    def _compose(self, retriever: Retriever, question: str, hits: list[Hit], k: int) -> Answer:
+    def _compose(
+        self, retriever: Retriever, question: str, hits: list[Hit], k: int, confidence: float
+    ) -> Answer:
         data = retriever.data
         sources = []
         for hit in hits[:k]:
@@ -220,7 +218,6 @@ class Engine:
             sources.append(
                 Source(s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end)
             )
-        confidence = confidence_of(hits[0]) if hits else 0.0
         abstained = confidence < self.settings.abstain_below
         if not sources:
             text = "The sources don't answer this question: the index holds no sentences."

@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from qa.types import CorpusError, IndexStateError, Manifest, Sentence
 log = logging.getLogger(__name__)
 
 # Each citable sentence gets one vector per view. "sentence" is the sentence
-# alone; "window" adds the document title and its neighbours in the passage,
-# so a sentence that only makes sense in context ("Utilising the tech giant's
-# Azure ...") can still be found. See README, "Retrieval settings".
-EMBEDDING = {"views": ["sentence", "window"], "window": 1, "title": True}
+# alone; "window" prefixes the document title and the sentence before it in
+# the passage, so a sentence that only makes sense in context ("The vehicle
+# will be sold ...", "Utilising the tech giant's Azure ...") can still be
+# found. Context comes from before only: that is where what a sentence refers
+# to was said. See README, "Retrieval settings".
+EMBEDDING = {"views": ["sentence", "window"], "before": 1, "after": 0, "title": True}
 
 
 def settings() -> dict[str, Any]:
@@ -102,7 +104,7 @@ def _collapse(text: str) -> str:
 def embedding_views(title: str, sentences: list[Sentence]) -> list[tuple[int, str]]:
     """``(sentence position, text to embed)`` for each view of each citable sentence."""
     views: list[tuple[int, str]] = []
-    width = int(EMBEDDING["window"])
+    before, after = int(EMBEDDING["before"]), int(EMBEDDING["after"])
     for i, s in enumerate(sentences):
         if not s.citable:
             continue
@@ -111,7 +113,7 @@ def embedding_views(title: str, sentences: list[Sentence]) -> list[tuple[int, st
         if "window" in EMBEDDING["views"]:
             same = [
                 j
-                for j in range(max(0, i - width), min(len(sentences), i + width + 1))
+                for j in range(max(0, i - before), min(len(sentences), i + after + 1))
                 if sentences[j].passage_start == s.passage_start and sentences[j].citable
             ]
             parts = [sentences[j].text for j in same]
@@ -241,8 +243,8 @@ def _build(corpus: Path, index: Path, model: str, status: Status) -> Manifest:
     report["seconds"] = round(time.perf_counter() - started, 3)
     manifest = Manifest(
         format_version=store.FORMAT_VERSION,
-        version=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model=model,
         dimension=dimension,
         corpus=str(corpus.resolve()),

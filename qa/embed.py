@@ -102,6 +102,11 @@ class Encoder:
         return vector
 
 
+    def clear_cache(self) -> None:
+        """Forget remembered question vectors (benchmarks use it so every answer embeds)."""
+        self._cache.clear()
+
+
 def _load(path: str) -> SentenceTransformer:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -6,6 +6,7 @@ The settings below were chosen by measurement (``qa eval``); the README's
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,15 +14,51 @@ import numpy as np
 from qa.embed import get_encoder
 from qa.sparse import tokenize
 from qa.store import IndexData
+from qa.types import Source
+
+_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
+
+# What a question asks for, and how a sentence that holds it looks.
+ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "percentage": (
+        re.compile(r"\b(what|which) (percentage|percent|share|proportion|fraction)\b|\bhow much of\b", re.I),
+        re.compile(r"\d\s?(%|percent\b|per cent\b)", re.I),
+    ),
+    "time": (
+        re.compile(r"^\s*(when|since when|until when)\b|\b(what|which) (year|month|day|date|time)\b", re.I),
+        re.compile(rf"\b(1[5-9]\d\d|20\d\d)s?\b|\b({_MONTHS})\b|\b(last|next|this) (year|month|week)\b", re.I),
+    ),
+    "quantity": (
+        re.compile(r"\bhow (many|much)\b", re.I),
+        re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million)\b", re.I),
+    ),
+}
+
+
+def answer_type(question: str) -> str | None:
+    """The kind of answer a question asks for (percentage, time, quantity), if recognisable."""
+    for name, (asks, _) in ANSWER_TYPES.items():
+        if asks.search(question):
+            return name
+    return None
+
+
+def _rrf(scores: np.ndarray, k: int = 60) -> np.ndarray:
+    """Reciprocal-rank fusion term: 1 / (k + rank), rank 1 for the best score."""
+    ranks = np.empty(len(scores), dtype=np.float32)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    return 1.0 / (k + ranks)
 
 
 @dataclass(frozen=True)
 class RetrievalSettings:
     candidates: int = 100  # dense candidates taken from FAISS (and as many from BM25)
-    window_weight: float = 0.5  # weight of the context-window view in the dense score
-    bm25_weight: float = 0.3  # weight of max-normalised BM25 in the fused score
-    bm25_scale: float = 10.0  # BM25 score at which the normaliser saturates
-    centrality_penalty: float = 0.0  # how much closeness to the corpus centroid costs
+    window_weight: float = 0.7  # weight of the context-window view in the dense score
+    bm25_weight: float = 0.6  # weight of BM25 (scaled to 0..1) in the fused score
+    bm25_scale: float = 10.0  # BM25 score at which the scaled value saturates at 1
+    centrality_penalty: float = 0.4  # how much closeness to the corpus centroid costs
+    answer_type_boost: float = 0.03  # bonus for holding what a how-many/when/percentage question asks for
+    fusion: str = "score"  # "score": weighted scores; "rrf": reciprocal-rank fusion
 
 
 @dataclass(frozen=True)
@@ -58,6 +95,7 @@ class Retriever:
         centroid = self._matrix.mean(axis=0) if n else np.zeros(d, dtype=np.float32)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
         self._centrality = (self._matrix @ centroid).astype(np.float32)
+        self._by_position = {(s.doc, s.start): i for i, s in enumerate(data.sentences)}
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
 
@@ -71,6 +109,7 @@ class Retriever:
         k: int,
         *,
         boost: dict[int, float] | None = None,
+        answer_type: str | None = None,
     ) -> list[Hit]:
         """Rank sentences for a query vector and its BM25 tokens; best first."""
         data, cfg = self.data, self.settings
@@ -90,15 +129,22 @@ class Retriever:
         ids = np.fromiter(candidates, dtype=np.int64)
         first = self._first_row[ids]
         view_rows = first[:, None] + np.arange(self._views)
-        sims = self._matrix[view_rows] @ query  # (candidates, views)
-        sims = sims - cfg.centrality_penalty * self._centrality[view_rows]
-        dense = sims[:, 0]
-        context = sims[:, -1]
-        mixed = (1 - cfg.window_weight) * dense + cfg.window_weight * context
+        raw = self._matrix[view_rows] @ query  # (candidates, views)
+        sims = raw - cfg.centrality_penalty * self._centrality[view_rows]
+        mixed = (1 - cfg.window_weight) * sims[:, 0] + cfg.window_weight * sims[:, -1]
+        dense, context = raw[:, 0], raw[:, -1]
         bm25 = np.zeros(len(ids), dtype=np.float32)
         if lexical is not None:
             bm25 = self._lexical_for(ids, lexical)
-        fused = mixed + cfg.bm25_weight * np.minimum(bm25 / cfg.bm25_scale, 1.0)
+        if cfg.fusion == "rrf":
+            fused = _rrf(mixed) + _rrf(bm25)
+        else:
+            fused = mixed + cfg.bm25_weight * np.minimum(bm25 / cfg.bm25_scale, 1.0)
+        if cfg.answer_type_boost and answer_type:
+            pattern = ANSWER_TYPES[answer_type][1]
+            fused = fused + cfg.answer_type_boost * np.array(
+                [bool(pattern.search(data.sentences[i].text)) for i in ids], dtype=np.float32
+            )
         if boost:
             fused = fused + np.array([boost.get(int(i), 0.0) for i in ids], dtype=np.float32)
         order = np.argsort(-fused, kind="stable")[:k]
@@ -110,9 +156,21 @@ class Retriever:
         pos = self._sparse_pos[ids]
         return np.where(pos >= 0, lexical[np.maximum(pos, 0)], 0.0).astype(np.float32)
 
+    def neighbours(self, source: Source) -> list[int]:
+        """Sentence ids of a cited sentence and its neighbours in the same passage."""
+        i = self._by_position.get((source.doc, source.start))
+        if i is None:
+            return []
+        sentences = self.data.sentences
+        return [
+            j for j in (i - 1, i, i + 1)
+            if 0 <= j < len(sentences) and sentences[j].passage_start == sentences[i].passage_start
+            and sentences[j].doc == source.doc
+        ]  # fmt: skip
+
     def rank_documents(self, question: str, n: int) -> dict[str, float]:
         """Documents ranked by their best sentence: ``{doc id: score}``, best first."""
-        hits = self.search(self.embed(question), self.tokens(question), n * 10)
+        hits = self.search(self.embed(question), self.tokens(question), n * 10, answer_type=answer_type(question))
         best: dict[str, float] = {}
         for hit in hits:
             doc = self.data.sentences[hit.sentence].doc

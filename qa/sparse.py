@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each build at DEBUG
 
 _TOKEN = re.compile(r"\w+")
 
