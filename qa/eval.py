@@ -208,8 +208,15 @@ def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str
     corpus, queries, qrels = load_beir(folder)
     encoder = get_encoder(default_model())
     ids = list(corpus)
-    log.info("dense-only: embedding %d documents", len(ids))
-    doc_vectors = encoder.encode([f"{t} {x}".strip() for t, x in (corpus[i] for i in ids)])
+    work_dir = Path(work) if work else Path(tempfile.mkdtemp(prefix="qa-beir-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cached = work_dir / "dense-documents.npy"
+    if cached.exists() and len(np.load(cached, mmap_mode="r", allow_pickle=False)) == len(ids):
+        doc_vectors = np.load(cached, allow_pickle=False)
+    else:
+        log.info("dense-only: embedding %d documents", len(ids))
+        doc_vectors = encoder.encode([f"{t} {x}".strip() for t, x in (corpus[i] for i in ids)])
+        np.save(cached, doc_vectors, allow_pickle=False)
     qids = list(queries)
     q_vectors = encoder.encode([queries[q] for q in qids])
     scores = q_vectors @ doc_vectors.T
@@ -219,7 +226,6 @@ def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str
         dense_run[qid] = {ids[j]: float(scores[row, j]) for j in top}
     results = {"dense": retrieval_metrics(dense_run, qrels)}
 
-    work_dir = Path(work) if work else Path(tempfile.mkdtemp(prefix="qa-beir-"))
     docs_dir = work_dir / "corpus"
     if not docs_dir.exists():
         tmp = work_dir / "corpus.tmp"
