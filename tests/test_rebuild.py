@@ -327,8 +327,12 @@ def test_swap_while_questions_are_asked_in_threads(make_corpus, tmp_path: Path) 
             )
             manifest = build_index(corpus, index)
             version_of[manifest.version] = (code, indexed(index))
-            deadline = time.monotonic() + 30
-            while engine.status()["version"] != manifest.version and time.monotonic() < deadline:
+            # Before the next build, wait until the threads' questions have swapped
+            # the engine to this version and some answer came from it.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                a.index_version == manifest.version for a in answers[-50:]
+            ):
                 time.sleep(0.05)
     finally:
         stop.set()
