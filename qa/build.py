@@ -334,6 +334,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         keys,
         sparse,
         citable,
+        started=started,
     )
     log.info("built %s: %s", index, report)
     return manifest

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,10 +201,15 @@ def write_folder(
     vector_keys: list[str],
     sparse: SparseIndex,
     sparse_rows: np.ndarray,
+    *,
+    started: float | None = None,
 ) -> Manifest:
     """Write a new version folder and make it current, atomically.
 
-    Returns the manifest with the checksums of the files written.
+    Returns the manifest with the checksums of the files written. With
+    ``started`` (a ``time.perf_counter()`` value), the build report's
+    ``seconds`` is set just before the manifest is written, so it counts the
+    writing of the other files.
     """
     import faiss
 
@@ -232,6 +238,10 @@ def write_folder(
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         manifest = Manifest(**{**manifest.to_dict(), "files": files})
+        if started is not None:
+            manifest = dataclasses.replace(
+                manifest, build={**manifest.build, "seconds": round(time.perf_counter() - started, 3)}
+            )
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
         _fsync_tree(tmp)
         final = index / f"v-{manifest.version}"

@@ -358,3 +358,22 @@ def test_engine_status_describes_the_live_index(make_corpus, tmp_path: Path) -> 
     assert status["version"] == load_folder(current_folder(index)).manifest.version
     (corpus / "cars.txt").unlink()
     assert engine.status()["state"] == "stale"
+
+
+def test_cli_build_prints_the_full_report(make_corpus, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from qa.cli import main
+
+    corpus, index = make_corpus(NEWS), str(tmp_path / "index")
+    build_index(corpus, index)
+    (corpus / "cars.txt").unlink()
+    (corpus / "space.txt").rename(corpus / "probe.txt")
+    result = CliRunner().invoke(main, ["index", "build", "--corpus", str(corpus), "--index", index, "--json"])
+    report = json.loads(result.output)
+    assert {k: report[k] for k in ("added", "changed", "renamed", "removed", "unchanged", "embedded")} == {
+        "added": 0, "changed": 0, "renamed": 1, "removed": 1, "unchanged": 2, "embedded": 0
+    }  # fmt: skip
+    assert {"version", "built_at", "documents", "sentences", "reused", "sentences_embedded", "seconds"} <= set(report)
+    again = CliRunner().invoke(main, ["index", "build", "--corpus", str(corpus), "--index", index])
+    assert again.exit_code == 0 and "nothing to do: 3 files unchanged" in again.output

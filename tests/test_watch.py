@@ -47,7 +47,19 @@ def test_editor_burst_triggers_one_rebuild_and_the_answer_changes(make_corpus, t
     build_index(corpus, index)
     engine = Engine(index, corpus)
     assert "nine" in engine.answer("When does the ferry leave?").sources[0].text
-    built = []
+    built, answers, errors = [], [], []
+    stop = threading.Event()
+
+    def ask() -> None:  # a user asking all along: no question may fail during the swap
+        while not stop.is_set():
+            try:
+                answers.append(engine.answer("When does the ferry leave?"))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+            time.sleep(0.02)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
     with CorpusWatcher(corpus, index, engine=engine, debounce_ms=300, on_build=built.append) as watcher:
         assert watcher.running and not built  # the index was fresh: nothing to do at start
         # An editor's save: write a temp file, move it over the original, touch it again.
@@ -66,7 +78,11 @@ def test_editor_burst_triggers_one_rebuild_and_the_answer_changes(make_corpus, t
         assert wait_for(lambda: engine.status()["version"] == built[0].version, 20)
         result = engine.answer("When does the ferry leave?")
         assert result.index_version == built[0].version and "eleven" in result.sources[0].text
+        stop.set()
+        asker.join()
     assert not watcher.running
+    assert not errors, errors[:3]
+    assert {a.index_version for a in answers} <= {built[0].version, answers[0].index_version}
 
 
 def test_index_inside_the_corpus_and_other_files_trigger_nothing(make_corpus) -> None:
