@@ -107,7 +107,10 @@ def main() -> int:
         edit, edit_s = timed("edit", build_index, corpus, index)
         r = edit.build
         print(
-            f"one-sentence rebuild: {edit_s:6.2f} s  files {r['changed']} changed, {r['unchanged']} unchanged; "
+            f"one-sentence rebuild: {edit_s:6.2f} s  "
+            f"files {r['changed']} changed, {r['unchanged']} unchanged; "
+            f"sentences {r.get('sentences_embedded', '?')} embedded, "
+            f"{r.get('sentences_reused', '?')} reused; "
             f"texts {r['embedded']} embedded, {r['reused']} reused"
         )
         if not reused_full:
@@ -117,9 +120,10 @@ def main() -> int:
         result = engine.answer(QUESTION)
         top = result.sources[0] if result.sources else None
         hit = top is not None and top.doc == EDIT_FILE and top.text == NEW_SENTENCE
-        print(f"swap to new index: {swap_s:5.2f} s  (answer from {result.index_version}, built {edit.version})")
-        print(f"edited sentence answerable right after: {'yes' if hit else 'NO'}"
-              f" (top source: {top.doc if top else None}: {top.text if top else None!r})")
+        print(f"engine swap:    {swap_s:8.2f} s  (answer from {result.index_version}; built {edit.version})")
+        print(f"edited sentence answerable right after: {'yes' if hit else 'NO'}")
+        if top is not None:
+            print(f"  top source: {top.doc} chars {top.start}-{top.end}: {top.text!r}")
         return 0 if hit and result.index_version == edit.version else 1
     finally:
         if args.workdir is None:

@@ -233,7 +233,9 @@ def test_build_killed_at_any_point_leaves_previous_index_usable(
         build.build_index(sys.argv[1], sys.argv[2])
         """
     )
-    child = subprocess.run([sys.executable, "-c", script, str(corpus), str(index)], capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(corpus), str(index)], capture_output=True, text=True
+    )
     assert child.returncode == 9, child.stderr
 
     assert current_folder(index).name == f"v-{before.version}"
@@ -252,7 +254,18 @@ def test_build_killed_at_any_point_leaves_previous_index_usable(
 
 def _build_cli(corpus: Path, index: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "qa.cli", "index", "build", "--corpus", str(corpus), "--index", str(index), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "qa.cli",
+            "index",
+            "build",
+            "--corpus",
+            str(corpus),
+            "--index",
+            str(index),
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -283,7 +296,7 @@ def test_lock_timeout_gives_a_clear_message(make_corpus, tmp_path: Path) -> None
     with build_lock(index):
         proc = _build_cli(corpus, index, QA_LOCK_TIMEOUT="0.5")
         _, err = proc.communicate(timeout=60)
-        with pytest.raises(IndexBusyError, match="index.lock"):
+        with pytest.raises(IndexBusyError, match=r"index\.lock"):
             _busy(index)
     assert proc.returncode == 2
     assert "another build" in err and "index.lock" in err and "Traceback" not in err
@@ -299,7 +312,9 @@ def _busy(index: Path) -> None:
 
 def test_swap_while_questions_are_asked_in_threads(make_corpus, tmp_path: Path) -> None:
     codes = ["amber", "cobalt", "crimson", "indigo"]
-    corpus = make_corpus({**NEWS, "vault.txt": f"The vault access code is {codes[0]}. Guards change it weekly."})
+    corpus = make_corpus(
+        {**NEWS, "vault.txt": f"The vault access code is {codes[0]}. Guards change it weekly."}
+    )
     index = tmp_path / "index"
     version_of: dict[str, tuple[str, set[tuple[str, int, int, str]]]] = {}
     first = build_index(corpus, index)
@@ -314,7 +329,7 @@ def test_swap_while_questions_are_asked_in_threads(make_corpus, tmp_path: Path) 
         while not stop.is_set():
             try:
                 answers.append(engine.answer("What is the vault access code?", k=3))
-            except Exception as exc:  # noqa: BLE001 - any error fails the test
+            except Exception as exc:
                 errors.append(exc)
 
     threads = [threading.Thread(target=ask) for _ in range(3)]
@@ -374,6 +389,14 @@ def test_cli_build_prints_the_full_report(make_corpus, tmp_path: Path) -> None:
     assert {k: report[k] for k in ("added", "changed", "renamed", "removed", "unchanged", "embedded")} == {
         "added": 0, "changed": 0, "renamed": 1, "removed": 1, "unchanged": 2, "embedded": 0
     }  # fmt: skip
-    assert {"version", "built_at", "documents", "sentences", "reused", "sentences_embedded", "seconds"} <= set(report)
+    assert {
+        "version",
+        "built_at",
+        "documents",
+        "sentences",
+        "reused",
+        "sentences_embedded",
+        "seconds",
+    } <= set(report)
     again = CliRunner().invoke(main, ["index", "build", "--corpus", str(corpus), "--index", index])
     assert again.exit_code == 0 and "nothing to do: 3 files unchanged" in again.output

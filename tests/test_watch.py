@@ -54,7 +54,7 @@ def test_editor_burst_triggers_one_rebuild_and_the_answer_changes(make_corpus, t
         while not stop.is_set():
             try:
                 answers.append(engine.answer("When does the ferry leave?"))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
             time.sleep(0.02)
 
