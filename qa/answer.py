@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +154,8 @@ class Engine:
 
     def _maybe_swap(self) -> None:
         """Load a newer index version in the background; swap when it is ready."""
-        if self._stamp() == self._current_stamp or (self._loading and self._loading.is_alive()):
+        stamp = self._stamp()
+        if stamp == self._current_stamp or (self._loading and self._loading.is_alive()):
             return
 
         def load() -> None:
@@ -161,18 +163,60 @@ class Engine:
                 retriever = self._load()
             except Exception as exc:  # keep serving the old index
                 log.warning("could not load the new index version: %s", exc)
+                self._current_stamp = stamp  # don't retry on every question; the next build retries
                 return
-            self._retriever = retriever
+            self._retriever = retriever  # one attribute store: a question sees old or new, never a mix
 
         with self._lock:
             if self._loading is None or not self._loading.is_alive():
                 self._loading = threading.Thread(target=load, name="qa-index-swap", daemon=True)
                 self._loading.start()
 
+    def refresh(self, *, wait: bool = False) -> None:
+        """Swap to a newer index version if one was built; questions meanwhile use the old one.
+
+        The load runs in a background thread (``wait`` blocks until it ends). Does
+        nothing before the first question has loaded an index. A file watcher calls
+        this after each rebuild so the swap does not wait for the next question.
+        """
+        if self._retriever is None:
+            return
+        self._maybe_swap()
+        loading = self._loading
+        if wait and loading is not None:
+            loading.join()
+
     def reload(self) -> None:
         """Load the current index version now and swap it in (blocking)."""
         with self._lock:
             self._retriever = self._load()
+
+    def status(self) -> dict[str, Any]:
+        """The index as a status panel shows it.
+
+        ``version``, ``built_at``, ``documents``, ``sentences`` describe the index
+        answering questions now (None before the first load); ``state`` compares
+        the index on disk with the corpus (fresh, stale, missing, corrupted);
+        ``swapping`` is true while a newer version loads in the background.
+        """
+        retriever = self._retriever
+        manifest = retriever.data.manifest if retriever is not None else None
+        corpus = self._corpus()
+        if corpus is None:
+            state, reason = "unknown", "no corpus folder to compare with"
+        else:
+            st = index_status(corpus, self.index, model=manifest.model if manifest else None, verify=False)
+            state, reason = st.state, st.reason
+        loading = self._loading
+        return {
+            "version": manifest.version if manifest else None,
+            "built_at": manifest.built_at if manifest else None,
+            "documents": manifest.documents if manifest else 0,
+            "sentences": manifest.sentences if manifest else 0,
+            "state": state,
+            "reason": reason,
+            "swapping": bool(loading and loading.is_alive()),
+        }
 
     # --- answering ------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,40 +149,99 @@ def build_index(
     model = model or default_model()
     if not corpus.is_dir():
         raise CorpusError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    started = time.perf_counter()
     with store.build_lock(index):
         store.prune(index)
         status = index_status(corpus, index, model=model)
         if status.fresh and not force and status.manifest:
             log.info("index %s is fresh; nothing to do", index)
-            return status.manifest
-        if status.state != "missing":
+            return _no_op(status.manifest, started)
+        if status.state == "corrupted":
+            log.warning("rebuilding %s: %s", index, status.reason)
+        elif status.state != "missing":
             log.info("rebuilding %s: %s", index, status.reason or status.state)
-        manifest = _build(corpus, index, model, status)
+        manifest = _build(corpus, index, model, status, started)
         store.prune(index)
         return manifest
 
 
-def _previous(index: Path, model: str) -> store.IndexData | None:
-    """The current index, if it can be reused (same model, loads and verifies)."""
+def _no_op(manifest: Manifest, started: float) -> Manifest:
+    """The fresh index's manifest, its ``build`` report saying this call did nothing.
+
+    (The manifest on disk keeps the report of the build that made it.)
+    """
+    skipped = list(manifest.build.get("skipped", []))
+    report = {
+        "noop": True, "added": 0, "changed": 0, "renamed": 0, "removed": 0,
+        "unchanged": len(manifest.sources) - len(skipped), "skipped": skipped,
+        "embedded": 0, "reused": 0, "sentences_embedded": 0, "sentences_reused": 0,
+        "seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+    return dataclasses.replace(manifest, build=report)
+
+
+def _previous(index: Path, model: str, status: Status) -> store.IndexData | store.StoredVectors | None:
+    """What the next build can reuse from the current index.
+
+    The whole index when it loads (its checksums were just verified by
+    ``index_status`` unless it is corrupted); when some file is corrupted, just
+    its vectors if those files are intact, so a damaged ``sentences.jsonl``
+    does not cost re-embedding the corpus. None when built by another model.
+    """
     try:
         folder = store.current_folder(index)
         if folder is None:
             return None
-        data = store.load_folder(folder)
+        manifest = store.read_manifest(folder)
     except IndexStateError as exc:
         log.warning("not reusing the previous index: %s", exc)
         return None
-    return data if data.manifest.model == model else None
+    if manifest.model != model:
+        return None
+    try:
+        # index_status verified every checksum already, unless it found a corrupted file
+        return store.load_folder(folder, verify=status.state == "corrupted")
+    except IndexStateError as exc:
+        log.warning("not reusing the previous index's sentences: %s", exc)
+    try:
+        return store.load_vectors(folder, manifest)
+    except IndexStateError as exc:
+        log.warning("not reusing the previous index's vectors: %s", exc)
+        return None
 
 
-def _build(corpus: Path, index: Path, model: str, status: Status) -> Manifest:
-    started = time.perf_counter()
-    old = _previous(index, model)
-    same_split = old is not None and old.manifest.settings.get("splitter") == SPLITTER
+def _count_files(
+    report: dict[str, Any], old_sources: dict[str, str], sources: dict[str, str], indexed: list[str]
+) -> None:
+    """Count indexed files as added, changed, renamed or unchanged, and the removed ones.
+
+    A new name whose bytes equal those of a file gone since the last build is a rename.
+    """
+    gone = Counter(old_sources[d] for d in old_sources if d not in sources)
+    for doc_id in indexed:
+        if doc_id in old_sources:
+            report["unchanged" if old_sources[doc_id] == sources[doc_id] else "changed"] += 1
+        elif gone[sources[doc_id]] > 0:
+            gone[sources[doc_id]] -= 1
+            report["renamed"] += 1
+        else:
+            report["added"] += 1
+    report["removed"] = sum(gone.values())
+
+
+def _build(corpus: Path, index: Path, model: str, status: Status, started: float) -> Manifest:
+    old = _previous(index, model, status)
+    old_data = old if isinstance(old, store.IndexData) else None
+    same_split = old_data is not None and old_data.manifest.settings.get("splitter") == SPLITTER
     old_sentences: dict[str, list[Sentence]] = {}
-    if old is not None and same_split:
-        for s in old.sentences:
+    old_documents: dict[str, StoredDocument] = {}
+    by_sha: dict[str, str] = {}  # file sha256 -> an old document id with those bytes (renames)
+    if old_data is not None and same_split:
+        for s in old_data.sentences:
             old_sentences.setdefault(s.doc, []).append(s)
+        old_documents = old_data.documents
+        by_sha = {d.sha256: d.id for d in old_documents.values() if d.id in old_sentences}
+    old_sources = old.manifest.sources if old is not None else {}
     old_vectors: dict[str, int] = {}
     if old is not None:
         old_vectors = {k: i for i, k in enumerate(old.vector_keys)}
@@ -188,18 +249,28 @@ def _build(corpus: Path, index: Path, model: str, status: Status) -> Manifest:
     documents: list[StoredDocument] = []
     sentences: list[Sentence] = []
     views: list[tuple[int, str]] = []
-    report = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0, "skipped": []}
+    report: dict[str, Any] = {"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0}
+    report["skipped"] = []
     sources: dict[str, str] = {}
     for doc_id, path in corpus_files(corpus):
-        previous = old.documents.get(doc_id) if old else None
         try:
             sha = store.sha256_file(path)
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
             report["skipped"].append(doc_id)
             continue
-        if previous is not None and previous.sha256 == sha and doc_id in old_sentences:
-            stored, doc_sentences = previous, old_sentences[doc_id]
+        # A file we skip is still recorded in ``sources`` so that the index is
+        # fresh until it changes (otherwise it would look "added" forever).
+        sources[doc_id] = sha
+        same = doc_id in old_sentences and old_documents[doc_id].sha256 == sha
+        source_id = doc_id if same else by_sha.get(sha)
+        if source_id is not None:
+            # Unchanged bytes (here or under the old name): reuse the split, not re-read it.
+            previous = old_documents[source_id]
+            stored = dataclasses.replace(previous, id=doc_id)
+            doc_sentences = old_sentences[source_id]
+            if source_id != doc_id:
+                doc_sentences = [dataclasses.replace(s, doc=doc_id) for s in doc_sentences]
         else:
             doc = read_document(doc_id, path)
             if doc is None:
@@ -207,36 +278,35 @@ def _build(corpus: Path, index: Path, model: str, status: Status) -> Manifest:
                 continue
             passages, doc_sentences = split_document(doc)
             stored = StoredDocument(doc.id, doc.sha256, doc.encoding, document_title(doc, passages), doc.text)
-        sources[doc_id] = sha
-        if old is None or doc_id not in old.manifest.sources:
-            report["added"] += 1
-        elif old.manifest.sources[doc_id] != sha:
-            report["changed"] += 1
-        else:
-            report["unchanged"] += 1
         offset = len(sentences)
         documents.append(stored)
         sentences.extend(doc_sentences)
         views.extend((offset + i, text) for i, text in embedding_views(stored.title, doc_sentences))
-    if old is not None:
-        report["removed"] = len(set(old.manifest.sources) - set(sources))
+    _count_files(report, old_sources, sources, [d.id for d in documents])
     if not documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable .txt or .md files")
 
-    encoder = get_encoder(model)
     keys = [_key(model, text) for _, text in views]
     todo = [i for i, k in enumerate(keys) if k not in old_vectors]
-    dimension = encoder.dimension
+    # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
+    dimension = old.manifest.dimension if old is not None and not todo else get_encoder(model).dimension
     vectors = np.zeros((len(views), dimension), dtype=np.float32)
     if old is not None and len(todo) < len(views):
         reused_rows = [i for i, k in enumerate(keys) if k in old_vectors]
         old_rows = np.array([old_vectors[keys[i]] for i in reused_rows], dtype=np.int64)
         vectors[reused_rows] = old.vectors.reconstruct_batch(old_rows)
     if todo:
-        log.info("embedding %d texts", len(todo))
-        vectors[todo] = encoder.encode([views[i][1] for i in todo])
+        unique = list(dict.fromkeys(keys[i] for i in todo))  # the same text twice is embedded once
+        text_of = {keys[i]: views[i][1] for i in todo}
+        log.info("embedding %d texts", len(unique))
+        encoded = get_encoder(model).encode([text_of[k] for k in unique])
+        row = {k: j for j, k in enumerate(unique)}
+        vectors[todo] = encoded[[row[keys[i]] for i in todo]]
     report["embedded"] = len(todo)
     report["reused"] = len(views) - len(todo)
+    touched = {views[i][0] for i in todo}
+    report["sentences_embedded"] = len(touched)
+    report["sentences_reused"] = len({pos for pos, _ in views}) - len(touched)
 
     citable = np.array([i for i, s in enumerate(sentences) if s.citable], dtype=np.int32)
     sparse = SparseIndex.build([sentences[i].text for i in citable])
@@ -266,6 +336,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status) -> Manifest:
         keys,
         sparse,
         citable,
+        started=started,
     )
     log.info("built %s: %s", index, report)
     return manifest

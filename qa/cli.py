@@ -98,22 +98,78 @@ def build(corpus: Path, index: Path, force: bool, as_json: bool) -> None:
     from qa.build import build_index
 
     manifest = _run(build_index, corpus, index, force=force)
-    report = manifest.build
     if as_json:
-        _echo_json({"version": manifest.version, "documents": manifest.documents,
-                    "sentences": manifest.sentences, **report})  # fmt: skip
+        _echo_json(_build_json(manifest))
         return
     click.echo(
         f"index {index} version {manifest.version}: {manifest.documents} documents, "
         f"{manifest.sentences} sentences"
     )
-    if report:
-        click.echo(
-            "files: {added} added, {changed} changed, {removed} removed, {unchanged} unchanged; "
-            "texts: {embedded} embedded, {reused} reused; {seconds} s".format(**report)
-        )
-        for skipped in report.get("skipped", []):
+    if manifest.build:
+        click.echo(_report_line(manifest.build))
+        for skipped in manifest.build.get("skipped", []):
             click.echo(f"skipped unreadable file: {skipped}")
+
+
+def _build_json(manifest: Any) -> dict[str, Any]:
+    return {"version": manifest.version, "built_at": manifest.built_at, "documents": manifest.documents,
+            "sentences": manifest.sentences, "vectors": manifest.vectors, **manifest.build}  # fmt: skip
+
+
+def _report_line(report: dict[str, Any]) -> str:
+    """One line saying what a build did (older reports lack some counts)."""
+    r = {"renamed": 0, "sentences_embedded": "?", "sentences_reused": "?", **report}
+    if r.get("noop"):
+        return f"nothing to do: {r['unchanged']} files unchanged; {r['seconds']} s"
+    return (
+        "files: {added} added, {changed} changed, {renamed} renamed, {removed} removed, "
+        "{unchanged} unchanged; "
+        "sentences: {sentences_embedded} embedded, {sentences_reused} reused "
+        "({embedded} texts embedded, {reused} reused); {seconds} s".format(**r)
+    )
+
+
+@index.command()
+@CORPUS
+@INDEX
+@click.option(
+    "--debounce-ms", type=click.IntRange(min=0), default=400, show_default=True,
+    help="Quiet time after the last change before rebuilding.",
+)  # fmt: skip
+@JSON
+def watch(corpus: Path, index: Path, debounce_ms: int, as_json: bool) -> None:
+    """Rebuild the index whenever .txt/.md files in the corpus change (Ctrl-C stops).
+
+    Builds first if the index is not fresh, then prints one line per rebuild
+    (one JSON object a line with --json). A burst of changes, such as an
+    editor's save, triggers one rebuild.
+    """
+    from datetime import datetime
+
+    from qa.watch import watch_corpus
+
+    def built(manifest: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(_build_json(manifest), ensure_ascii=False))
+        else:
+            stamp = datetime.now().strftime("%H:%M:%S")
+            click.echo(f"{stamp} rebuilt {index} version {manifest.version}: {_report_line(manifest.build)}")
+            for skipped in manifest.build.get("skipped", []):
+                click.echo(f"{stamp} skipped unreadable file: {skipped}")
+
+    def failed(exc: Exception) -> None:
+        click.echo(f"rebuild failed (the previous index stays live): {exc}", err=True)
+
+    def ready() -> None:
+        if not as_json:
+            click.echo(f"watching {corpus} for changes (index {index}); Ctrl-C stops")
+
+    try:
+        _run(watch_corpus, corpus, index, debounce_ms=debounce_ms,
+             on_build=built, on_error=failed, on_ready=ready)  # fmt: skip
+    except KeyboardInterrupt:
+        if not as_json:
+            click.echo("stopped")
 
 
 @index.command()

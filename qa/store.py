@@ -21,12 +21,14 @@ replaces ``CURRENT``; a reader either sees the old version or the new one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,16 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 LOCK = "index.lock"
-LOCK_TIMEOUT = float(os.environ.get("QA_LOCK_TIMEOUT", "600"))
+LOCK_TIMEOUT = 600.0  # seconds; $QA_LOCK_TIMEOUT overrides
+
+
+def lock_timeout() -> float:
+    """Seconds a build waits for another build's lock: ``$QA_LOCK_TIMEOUT`` or 600."""
+    raw = os.environ.get("QA_LOCK_TIMEOUT", "")
+    try:
+        return float(raw) if raw.strip() else LOCK_TIMEOUT
+    except ValueError:
+        raise IndexBusyError(f"QA_LOCK_TIMEOUT must be a number of seconds; got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,15 @@ class IndexData:
     vector_keys: list[str]
     sparse: SparseIndex
     sparse_rows: np.ndarray  # BM25 row -> sentence id
+
+
+@dataclass(frozen=True)
+class StoredVectors:
+    """Only the vectors of an index and their content keys: what a build reuses."""
+
+    manifest: Manifest
+    vectors: Any  # faiss.IndexFlatIP
+    vector_keys: list[str]
 
 
 def sha256_file(path: Path) -> str:
@@ -155,6 +175,22 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
     )
 
 
+def load_vectors(folder: Path, manifest: Manifest) -> StoredVectors:
+    """Load just the vectors and their keys, verifying only those two files."""
+    import faiss
+
+    names = ("vectors.faiss", "vector_keys.json")
+    verify_files(folder, dataclasses.replace(manifest, files={n: manifest.files.get(n, "") for n in names}))
+    try:
+        vectors = faiss.read_index(str(folder / "vectors.faiss"))
+        vector_keys = json.loads((folder / "vector_keys.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
+    if vectors.ntotal != len(vector_keys):
+        raise IndexStateError(f"index in {folder} is inconsistent (vectors and keys differ in number)")
+    return StoredVectors(manifest, vectors, vector_keys)
+
+
 def write_folder(
     index: Path,
     manifest: Manifest,
@@ -165,10 +201,15 @@ def write_folder(
     vector_keys: list[str],
     sparse: SparseIndex,
     sparse_rows: np.ndarray,
+    *,
+    started: float | None = None,
 ) -> Manifest:
     """Write a new version folder and make it current, atomically.
 
-    Returns the manifest with the checksums of the files written.
+    Returns the manifest with the checksums of the files written. With
+    ``started`` (a ``time.perf_counter()`` value), the build report's
+    ``seconds`` is set just before the manifest is written, so it counts the
+    writing of the other files.
     """
     import faiss
 
@@ -197,6 +238,10 @@ def write_folder(
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         manifest = Manifest(**{**manifest.to_dict(), "files": files})
+        if started is not None:
+            manifest = dataclasses.replace(
+                manifest, build={**manifest.build, "seconds": round(time.perf_counter() - started, 3)}
+            )
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
         _fsync_tree(tmp)
         final = index / f"v-{manifest.version}"
@@ -209,25 +254,36 @@ def write_folder(
 
 
 def prune(index: Path, keep: int = 2) -> None:
-    """Remove old version folders (keeping the newest ``keep``) and stale temp folders.
+    """Remove what killed builds left (temp folders and files) and old version folders.
 
-    Only call with the build lock held.
+    Keeps the live version and the newest others up to ``keep`` in all, so a
+    process still loading the previous version finds it. Only call with the
+    build lock held.
     """
     live = current_folder(index)
     for tmp in index.glob(".tmp-*"):
         log.info("removing unfinished build %s", tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-    versions = sorted(index.glob("v-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in versions[keep:]:
-        if old != live:
-            shutil.rmtree(old, ignore_errors=True)
+    for tmp in index.glob(f".{CURRENT}.*.tmp"):  # _replace_text killed before its rename
+        tmp.unlink(missing_ok=True)
+    # Version names start with the build time, so name order is build order
+    # (a folder's mtime is not: renaming it into place does not touch it).
+    versions = sorted((p for p in index.glob("v-*") if p != live), key=lambda p: p.name, reverse=True)
+    for old in versions[max(keep - 1, 0) :]:
+        log.info("removing old index version %s", old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def build_lock(index: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the index's build lock; IndexBusyError after ``timeout`` seconds."""
+def build_lock(index: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the index's build lock; IndexBusyError after ``timeout`` seconds.
+
+    The default timeout is ``$QA_LOCK_TIMEOUT`` (read at each call), else 600 s.
+    """
     from filelock import FileLock, Timeout
 
+    if timeout is None:
+        timeout = lock_timeout()
     index.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(index / LOCK))
     try:
