@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -54,12 +55,32 @@ class Status:
         return self.state == "fresh"
 
 
+# (path, size, mtime_ns, inode) -> sha256: a file whose stat is unchanged is not read again.
+_hashes: dict[tuple[str, int, int, int], str] = {}
+_hashes_lock = threading.Lock()
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, remembered while its size, mtime and inode stay the same."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _hashes_lock:
+        known = _hashes.get(key)
+    if known is None:
+        known = store.sha256_file(path)
+        with _hashes_lock:
+            if len(_hashes) > 200_000:
+                _hashes.clear()
+            _hashes[key] = known
+    return known
+
+
 def scan_sources(corpus: Path) -> dict[str, str]:
     """Document id -> sha256 of the file's bytes, for every corpus file we can read."""
     sources = {}
     for doc_id, path in corpus_files(corpus):
         try:
-            sources[doc_id] = store.sha256_file(path)
+            sources[doc_id] = file_hash(path)
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
     return sources

@@ -74,9 +74,8 @@ def _friendly(exc: Exception) -> str:
 class ChatService:
     """What the page and the API do, without Gradio: answer, look up passages, report status."""
 
-    def __init__(self, engine: Engine, corpus: Path | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.corpus = corpus
 
     def ask(self, question: str, history: Sequence[str] = (), k: int = 3) -> Answer:
         return self.engine.answer(question, history=history, k=k)
@@ -87,22 +86,10 @@ class ChatService:
 
     def status(self) -> dict[str, Any]:
         """The live index: counts, build time, version, and whether it still matches the corpus."""
-        from qa import index_status
-
-        live = self.engine.retriever().data.manifest
-        corpus = self.corpus or Path(live.corpus)
-        st = index_status(corpus, self.engine.index, verify=False)
-        state, reason = st.state, st.reason
-        if st.manifest is not None and st.manifest.version != live.version:
-            state, reason = "stale", f"a newer index version ({st.manifest.version}) is on disk and loading"
-        return {
-            "state": state,
-            "reason": reason,
-            "documents": live.documents,
-            "sentences": live.sentences,
-            "built_at": live.built_at,
-            "version": live.version,
-        }
+        s = self.engine.status()
+        if s["swapping"]:
+            s["state"], s["reason"] = "stale", "a newer index version is loading"
+        return s
 
     def status_markdown(self) -> str:
         s = self.status()
@@ -129,14 +116,28 @@ class ChatService:
 
 
 def start_engine(
-    index: str | os.PathLike[str] | None = None, corpus: str | os.PathLike[str] | None = None
+    index: str | os.PathLike[str] | None = None,
+    corpus: str | os.PathLike[str] | None = None,
+    *,
+    watch: bool = False,
 ) -> Engine:
-    """Build the index if missing or stale, load model and index, and answer one warm-up question."""
+    """Build the index if missing or stale, load model and index, and answer one warm-up question.
+
+    With ``watch`` the corpus is watched: each change rebuilds the index and
+    the engine swaps to it in the background.
+    """
     from qa import build_index, get_engine
 
+    index_path = Path(index if index is not None else os.environ.get("QA_INDEX", "index"))
     if corpus is not None and Path(corpus).is_dir():
-        build_index(corpus, index if index is not None else os.environ.get("QA_INDEX", "index"))
-    engine = get_engine(index)
+        build_index(corpus, index_path)
+    engine = get_engine(index_path)
+    if watch:
+        from qa.watch import CorpusWatcher
+
+        if corpus is None or not Path(corpus).is_dir():
+            raise QAError("--watch needs a corpus folder to watch; pass --corpus DIR")
+        CorpusWatcher(corpus, index_path, engine=engine).start()
     engine.retriever()
     # The first real question then costs what later ones do (lazy torch/FAISS/BM25 paths are warm).
     engine.answer("How does this work?")
@@ -149,17 +150,20 @@ def build_app(
     *,
     examples: Sequence[str] | None = None,
     k: int = 3,
+    watch: bool = False,
 ) -> gr.Blocks:
     """The web chat for an index folder (built from ``corpus`` when missing or stale).
 
     Loads the model and index now, so the first question is as fast as later
     ones. ``examples`` default to questions about the bundled article when it
-    is indexed. Launch with :func:`launch` (it adds the page's CSS).
+    is indexed. ``watch`` rebuilds the index when the corpus changes and
+    swaps to it without a restart. Launch with :func:`launch` (it adds the
+    page's CSS).
     """
     _offline_environment()
     import gradio as gr
 
-    service = ChatService(start_engine(index, corpus), Path(corpus) if corpus is not None else None)
+    service = ChatService(start_engine(index, corpus, watch=watch))
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
@@ -308,10 +312,11 @@ class UserError(click.ClickException):
     show_default=True,
     help="Folder of .txt/.md sources the index is built from (env QA_CORPUS).",
 )
-def serve(host: str, port: int, index: Path, corpus: Path) -> None:
+@click.option("--watch", is_flag=True, help="Rebuild the index when corpus files change, without a restart.")
+def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
     try:
-        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None)
+        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, watch=watch)
     except QAError as exc:
         raise UserError(str(exc)) from exc
     click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
