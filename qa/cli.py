@@ -50,7 +50,43 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginGroup(click.Group):
+    """A group that also offers the commands registered in the ``qa.commands`` entry-point group.
+
+    This is how ``qa serve`` (the web chat, package ``ui``) joins the command
+    without ``qa`` importing it. Plugins load on first lookup, not at import,
+    so a plugin may itself import from this module.
+    """
+
+    _plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="qa.commands"):
+            if ep.name in self.commands:
+                continue
+            try:
+                command = ep.load()
+            except Exception as exc:  # a broken plugin must not break `qa ask`
+                logging.getLogger(__name__).warning("cannot load command %r (%s): %s", ep.name, ep.value, exc)
+                continue
+            if isinstance(command, click.Command):
+                self.add_command(command, ep.name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_plugins()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv) to stderr.")
 @click.version_option(package_name="qa-alliance")
 def main(verbose: int) -> None:
@@ -252,28 +288,6 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
         click.echo(f"    returned: {' '.join((miss['returned'] or '-').split())[:160]}")
 
 
-def _load_plugin_commands() -> None:
-    """Add the click commands other packages register in the ``qa.commands`` entry-point group.
-
-    This is how ``qa serve`` (the web chat, package ``ui``) joins the command
-    without ``qa`` importing it: entry points name a module, which must keep its
-    heavy imports (Gradio) inside functions so ``qa --help`` stays fast.
-    """
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="qa.commands"):
-        if ep.name in main.commands:
-            continue
-        try:
-            command = ep.load()
-        except Exception as exc:  # a broken plugin must not break `qa ask`
-            logging.getLogger(__name__).warning("cannot load command %r (%s): %s", ep.name, ep.value, exc)
-            continue
-        if isinstance(command, click.Command):
-            main.add_command(command, ep.name)
-
-
-_load_plugin_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,10 @@ from .conftest import ARTICLE_ID
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # includes plugin commands such as `serve`
+        command = group.get_command(ctx, name)
+        assert command is not None
         path = (*prefix, name)
         found.append((path, command))
         if isinstance(command, click.Group):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qa import Answer, QAError, QuestionError, Source
+from qa.cli import CORPUS, INDEX, UserError
 from ui import render
 
 if TYPE_CHECKING:
@@ -276,10 +277,6 @@ def launch(
     )
 
 
-class UserError(click.ClickException):
-    exit_code = 2  # as the rest of the `qa` command
-
-
 @click.command()
 @click.option(
     "--host",
@@ -296,22 +293,8 @@ class UserError(click.ClickException):
     envvar="QA_PORT",
     help="Port to listen on (env QA_PORT).",
 )
-@click.option(
-    "--index",
-    type=click.Path(path_type=Path),
-    envvar="QA_INDEX",
-    default="index",
-    show_default=True,
-    help="Index folder (env QA_INDEX).",
-)
-@click.option(
-    "--corpus",
-    type=click.Path(path_type=Path),
-    envvar="QA_CORPUS",
-    default="corpus",
-    show_default=True,
-    help="Folder of .txt/.md sources the index is built from (env QA_CORPUS).",
-)
+@INDEX
+@CORPUS
 @click.option("--watch", is_flag=True, help="Rebuild the index when corpus files change, without a restart.")
 def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
