@@ -61,9 +61,7 @@ def wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--start", default="make run", help="command that starts the app (QA_PORT is set for it)"
-    )
+    parser.add_argument("--start", default="make run", help="command that starts the app (QA_PORT is set for it)")
     parser.add_argument("-n", type=int, default=50, help="questions to time through gradio_client")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--timeout", type=float, default=600)
@@ -72,9 +70,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    questions = [
-        json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()
-    ]
+    questions = [json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()]
     asked = [questions[i % len(questions)] for i in range(args.n)]
     port = free_port()
     url = f"http://127.0.0.1:{port}/"

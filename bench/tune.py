@@ -54,7 +54,8 @@ def main() -> None:
     outcomes = evaluate(cases, engine).outcomes
     yes = sorted(o.answer.confidence for o in outcomes if o.case.gold is not None)
     no = sorted(o.answer.confidence for o in outcomes if o.case.gold is None)
-    print(f"confidence, answerable ({len(yes)}): min {yes[0]:.3f}  p5 {yes[len(yes) // 20]:.3f}  median {yes[len(yes) // 2]:.3f}")
+    p5, median = yes[len(yes) // 20], yes[len(yes) // 2]
+    print(f"confidence, answerable ({len(yes)}): min {yes[0]:.3f}  p5 {p5:.3f}  median {median:.3f}")
     print(f"confidence, unanswerable ({len(no)}): max {no[-1]:.3f}  median {no[len(no) // 2]:.3f}")
     print(f"midpoint threshold {(no[-1] + yes[0]) / 2:.3f}; shipped {AnswerSettings().abstain_below}")
 

@@ -61,9 +61,7 @@ def check_question(question: object, k: object = 3) -> str:
     if not stripped:
         raise QuestionError("the question is empty; type a question about the sources")
     if len(stripped) > MAX_QUESTION_CHARS:
-        raise QuestionError(
-            f"the question is {len(stripped):,} characters long; the limit is {MAX_QUESTION_CHARS:,}"
-        )
+        raise QuestionError(f"the question is {len(stripped):,} characters long; the limit is {MAX_QUESTION_CHARS:,}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise QuestionError(f"k must be a whole number from 1 to {MAX_K}; got {k!r}")
     return stripped
@@ -226,9 +224,7 @@ class Engine:
         retriever = self.retriever()
         return self._answer(retriever, question, history, k, remember=True)
 
-    def _answer(
-        self, retriever: Retriever, question: str, history: list[str], k: int, *, remember: bool
-    ) -> Answer:
+    def _answer(self, retriever: Retriever, question: str, history: list[str], k: int, *, remember: bool) -> Answer:
         cfg = self.settings
         query = retriever.embed(question, reuse=not remember)
         tokens = retriever.tokens(question)
@@ -252,16 +248,12 @@ class Engine:
             confidence = max(confidence, inherited)
         return self._compose(retriever, question, hits, k, confidence)
 
-    def _compose(
-        self, retriever: Retriever, question: str, hits: list[Hit], k: int, confidence: float
-    ) -> Answer:
+    def _compose(self, retriever: Retriever, question: str, hits: list[Hit], k: int, confidence: float) -> Answer:
         data = retriever.data
         sources = []
         for hit in hits[:k]:
             s = data.sentences[hit.sentence]
-            sources.append(
-                Source(s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end)
-            )
+            sources.append(Source(s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end))
         abstained = confidence < self.settings.abstain_below
         if not sources:
             text = "The sources don't answer this question: the index holds no sentences."

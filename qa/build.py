@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # will be sold ...", "Utilising the tech giant's Azure ...") can still be
 # found. Context comes from before only: that is where what a sentence refers
 # to was said. See README, "Retrieval settings".
-EMBEDDING = {"views": ["sentence", "window"], "before": 1, "after": 0, "title": True}
+EMBEDDING: dict[str, Any] = {"views": ["sentence", "window"], "before": 1, "after": 0, "title": True}
 
 
 def settings() -> dict[str, Any]:

@@ -138,8 +138,7 @@ def build(corpus: Path, index: Path, force: bool, as_json: bool) -> None:
         _echo_json(_build_json(manifest))
         return
     click.echo(
-        f"index {index} version {manifest.version}: {manifest.documents} documents, "
-        f"{manifest.sentences} sentences"
+        f"index {index} version {manifest.version}: {manifest.documents} documents, {manifest.sentences} sentences"
     )
     if manifest.build:
         click.echo(_report_line(manifest.build))
@@ -262,8 +261,7 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
         for name in ("dense", "shipped"):
             m = result[name]
             click.echo(
-                f"{name:8} nDCG@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  "
-                f"recall@100 {m['recall@100']:.4f}"
+                f"{name:8} nDCG@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  recall@100 {m['recall@100']:.4f}"
             )
         return
     cases = _run(evaluation.load_cases, questions)
@@ -286,8 +284,6 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
     for miss in s["misses"]:
         click.echo(f"miss {miss['id']}: {miss['question']!r}" + (" (abstained)" if miss["abstained"] else ""))
         click.echo(f"    returned: {' '.join((miss['returned'] or '-').split())[:160]}")
-
-
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,7 +71,10 @@ class Encoder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        dimension = self.model.get_embedding_dimension()
+        if dimension is None:
+            raise ModelError(f"model {self.model_id!r} does not say its embedding dimension")
+        return int(dimension)
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
         """Embed texts (documents or queries); rows are unit-length."""
@@ -100,7 +103,6 @@ class Encoder:
         if len(self._cache) > 256:
             self._cache.popitem(last=False)
         return vector
-
 
     def clear_cache(self) -> None:
         """Forget remembered question vectors (benchmarks use it so every answer embeds)."""

@@ -59,8 +59,10 @@ class Outcome:
 
     @property
     def top1(self) -> bool:
-        return bool(self.case.gold) and bool(self.answer.sources) and is_hit(
-            self.answer.sources[0].text, self.case.gold or []
+        return (
+            bool(self.case.gold)
+            and bool(self.answer.sources)
+            and is_hit(self.answer.sources[0].text, self.case.gold or [])
         )
 
     @property
@@ -224,7 +226,7 @@ def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str
     for row, qid in enumerate(qids):
         top = np.argsort(-scores[row])[:100]
         dense_run[qid] = {ids[j]: float(scores[row, j]) for j in top}
-    results = {"dense": retrieval_metrics(dense_run, qrels)}
+    results: dict[str, Any] = {"dense": retrieval_metrics(dense_run, qrels)}
 
     docs_dir = work_dir / "corpus"
     if not docs_dir.exists():

@@ -148,9 +148,7 @@ class Retriever:
         if boost:
             fused = fused + np.array([boost.get(int(i), 0.0) for i in ids], dtype=np.float32)
         order = np.argsort(-fused, kind="stable")[:k]
-        return [
-            Hit(int(ids[j]), float(fused[j]), float(dense[j]), float(context[j]), float(bm25[j])) for j in order
-        ]
+        return [Hit(int(ids[j]), float(fused[j]), float(dense[j]), float(context[j]), float(bm25[j])) for j in order]
 
     def _lexical_for(self, ids: np.ndarray, lexical: np.ndarray) -> np.ndarray:
         pos = self._sparse_pos[ids]

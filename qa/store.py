@@ -170,9 +170,7 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
         raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
     if vectors.ntotal != len(vector_sentence) or len(sentences) != manifest.sentences:
         raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
-    return IndexData(
-        folder, manifest, documents, sentences, vectors, vector_sentence, vector_keys, sparse, sparse_rows
-    )
+    return IndexData(folder, manifest, documents, sentences, vectors, vector_sentence, vector_keys, sparse, sparse_rows)
 
 
 def load_vectors(folder: Path, manifest: Manifest) -> StoredVectors:
@@ -234,9 +232,7 @@ def write_folder(
         (tmp / "vector_keys.json").write_text(json.dumps(vector_keys), encoding="utf-8")
         sparse.save(tmp / "bm25")
         np.save(tmp / "sparse_rows.npy", sparse_rows.astype(np.int32), allow_pickle=False)
-        files = {
-            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = Manifest(**{**manifest.to_dict(), "files": files})
         if started is not None:
             manifest = dataclasses.replace(

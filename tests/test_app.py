@@ -13,10 +13,7 @@ from qa import MAX_QUESTION_CHARS
 from .conftest import ARTICLE_ID, HOSTILE_ID, HOSTILE_SCRIPT, HOSTILE_SENTENCE, UNICODE_ID, UNICODE_SENTENCE
 from .test_ui_render import parse, rendered_text
 
-SOLD = (
-    "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, "
-    "more than Nissan or Renault."
-)
+SOLD = "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, more than Nissan or Renault."
 BRAND = "The vehicle will be sold as a different model under the Nissan brand."
 
 
@@ -104,9 +101,7 @@ def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app
         "What tag does the Zorblax installer manual print on its warranty page?", api_name="/answer"
     )
     assert result["sources"][0]["doc"] == HOSTILE_ID and result["sources"][0]["text"] == HOSTILE_SENTENCE
-    messages, panel, _ = chat(
-        tricky_app, "What tag does the Zorblax installer manual print on its warranty page?"
-    )
+    messages, panel, _ = chat(tricky_app, "What tag does the Zorblax installer manual print on its warranty page?")
     assert "<script" not in panel and "&lt;script&gt;" in panel
     assert parse(panel).ranked[1] == ("answer", HOSTILE_SENTENCE)
     reply, tags = rendered_text(messages[-1]["content"][0]["text"])

@@ -78,9 +78,7 @@ def open_app(page, url: str) -> None:  # type: ignore[no-untyped-def]
     page.locator("#qa-question textarea").wait_for(timeout=ANSWER_TIMEOUT_MS)
 
 
-def test_question_answered_with_the_source_sentence_highlighted(
-    page, article_app: str, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_question_answered_with_the_source_sentence_highlighted(page, article_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     open_app(page, article_app)
     assert "fresh" in page.locator("#qa-status").inner_text()
     ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
@@ -100,9 +98,7 @@ def test_follow_up_and_clear(page, article_app: str) -> None:  # type: ignore[no
     ask(page, "Which minivan will Nissan get from Mitsubishi?")
     ask(page, "Which brand will it be sold under?")
     highlighted = page.locator('#qa-sources mark.answer[data-rank="1"]')
-    assert (
-        highlighted.text_content() == "The vehicle will be sold as a different model under the Nissan brand."
-    )
+    assert highlighted.text_content() == "The vehicle will be sold as a different model under the Nissan brand."
     page.locator("#qa-clear").click()
     page.wait_for_function("() => document.querySelectorAll('#qa-chat .message-row').length === 0")
     assert page.locator("#qa-sources mark").count() == 0
@@ -132,10 +128,7 @@ def test_hostile_document_and_question_run_nothing_and_show_literally(page, tric
 
     ask(page, f"Is {HOSTILE_IMG} the broken picture link in the troubleshooting chapter?")
     assert HOSTILE_IMG in page.locator("#qa-chat").inner_text()  # the question, shown as typed
-    assert (
-        page.locator("#qa-chat img[src='x'], #qa-sources img, #qa-chat script, #qa-sources script").count()
-        == 0
-    )
+    assert page.locator("#qa-chat img[src='x'], #qa-sources img, #qa-chat script, #qa-sources script").count() == 0
     page.wait_for_timeout(500)  # give any injected onerror handler the chance to fire
     assert page.evaluate("typeof window.__pwned") == "undefined"
 

@@ -52,7 +52,9 @@ def test_ask_prints_sentence_and_offsets(article_index: Path) -> None:
 
 
 def test_ask_json(article_index: Path) -> None:
-    result = CliRunner().invoke(main, ["ask", "Who is Carlos Ghosn?", "--json", "-k", "2", "--index", str(article_index)])
+    result = CliRunner().invoke(
+        main, ["ask", "Who is Carlos Ghosn?", "--json", "-k", "2", "--index", str(article_index)]
+    )
     data = json.loads(result.output)
     assert len(data["sources"]) == 2 and data["abstained"] is False
 

@@ -71,9 +71,7 @@ def test_markdown_headings_and_lists_stand_alone() -> None:
     assert by_text["Intro sentence is here."] is True
 
 
-awkward = st.text(
-    alphabet=st.sampled_from(list("ab .,!?\n\r\t\xa0“”’'\"()#-*1230:;…é漢\u2028")), max_size=300
-)
+awkward = st.text(alphabet=st.sampled_from(list("ab .,!?\n\r\t\xa0“”’'\"()#-*1230:;…é漢\u2028")), max_size=300)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -145,7 +145,10 @@ def test_beir_evaluation_on_a_tiny_data_set(tmp_path: Path) -> None:
     ]
     with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write("\n".join(json.dumps(d) for d in docs))
-    queries = [{"_id": "q1", "text": "Which birds swim but cannot fly?"}, {"_id": "q2", "text": "What does lava become?"}]
+    queries = [
+        {"_id": "q1", "text": "Which birds swim but cannot fly?"},
+        {"_id": "q2", "text": "What does lava become?"},
+    ]
     (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries), encoding="utf-8")
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td3\t1\n")
     result = evaluate_beir(folder, work=tmp_path / "work")

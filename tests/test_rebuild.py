@@ -217,9 +217,7 @@ KILL_AT = {
 
 
 @pytest.mark.parametrize("stage", list(KILL_AT))
-def test_build_killed_at_any_point_leaves_previous_index_usable(
-    stage: str, make_corpus, tmp_path: Path
-) -> None:
+def test_build_killed_at_any_point_leaves_previous_index_usable(stage: str, make_corpus, tmp_path: Path) -> None:
     corpus, index = make_corpus(NEWS), tmp_path / "index"
     before = build_index(corpus, index)
     (corpus / "space.txt").rename(corpus / "probe.txt")  # a rename: the child needs no model
@@ -233,9 +231,7 @@ def test_build_killed_at_any_point_leaves_previous_index_usable(
         build.build_index(sys.argv[1], sys.argv[2])
         """
     )
-    child = subprocess.run(
-        [sys.executable, "-c", script, str(corpus), str(index)], capture_output=True, text=True
-    )
+    child = subprocess.run([sys.executable, "-c", script, str(corpus), str(index)], capture_output=True, text=True)
     assert child.returncode == 9, child.stderr
 
     assert current_folder(index).name == f"v-{before.version}"
@@ -312,9 +308,7 @@ def _busy(index: Path) -> None:
 
 def test_swap_while_questions_are_asked_in_threads(make_corpus, tmp_path: Path) -> None:
     codes = ["amber", "cobalt", "crimson", "indigo"]
-    corpus = make_corpus(
-        {**NEWS, "vault.txt": f"The vault access code is {codes[0]}. Guards change it weekly."}
-    )
+    corpus = make_corpus({**NEWS, "vault.txt": f"The vault access code is {codes[0]}. Guards change it weekly."})
     index = tmp_path / "index"
     version_of: dict[str, tuple[str, set[tuple[str, int, int, str]]]] = {}
     first = build_index(corpus, index)
@@ -345,9 +339,7 @@ def test_swap_while_questions_are_asked_in_threads(make_corpus, tmp_path: Path) 
             # Before the next build, wait until the threads' questions have swapped
             # the engine to this version and some answer came from it.
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                a.index_version == manifest.version for a in answers[-50:]
-            ):
+            while time.monotonic() < deadline and not any(a.index_version == manifest.version for a in answers[-50:]):
                 time.sleep(0.05)
     finally:
         stop.set()

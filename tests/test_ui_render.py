@@ -108,8 +108,7 @@ def test_abstention_shows_closest_matches_as_low_confidence_not_as_an_answer(art
     sentence = "He apparently has decided that Mitsubishi Motors is now strong enough to contribute."
     answer = Answer(
         "Who painted the Mona Lisa?",
-        "The sources don't answer this question. "
-        f"The closest match (low confidence) is from a.txt: “{sentence}”",
+        f"The sources don't answer this question. The closest match (low confidence) is from a.txt: “{sentence}”",
         True,
         [source_in("a.txt", article_text, sentence, 0.05)],
         0.1,
@@ -135,9 +134,7 @@ def test_chat_reply_numbers_each_source_with_document_and_offsets(article_text: 
 
 
 def test_hostile_source_text_shows_literally_in_chat_and_panel() -> None:
-    sentences = [
-        line for line in HOSTILE_TEXT.replace(". ", ".\n").splitlines() if "<" in line or "**" in line
-    ]
+    sentences = [line for line in HOSTILE_TEXT.replace(". ", ".\n").splitlines() if "<" in line or "**" in line]
     sources = [source_in(HOSTILE_ID, HOSTILE_TEXT, s) for s in sentences]
     answer = Answer(HOSTILE_IMG, " ".join(sentences) + " [1]", False, sources, 0.9)
     text, tags = rendered_text(render.chat_reply(answer))
@@ -155,9 +152,7 @@ def test_hostile_source_text_shows_literally_in_chat_and_panel() -> None:
 
 def test_passage_that_no_longer_holds_the_source_falls_back_to_the_sentence() -> None:
     source = Source("gone.txt", 100, 112, "Sold 5 cars.", 0.9, 90, 130)
-    panel = render.panel(
-        Answer("q", "Sold 5 cars. [1]", False, [source]), lambda s: "something else entirely"
-    )
+    panel = render.panel(Answer("q", "Sold 5 cars. [1]", False, [source]), lambda s: "something else entirely")
     item = panel.sources[0]
     assert item.passage[item.highlight_start : item.highlight_end] == "Sold 5 cars."
 

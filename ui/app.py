@@ -99,13 +99,7 @@ class ChatService:
         except ValueError:
             built = s["built_at"]
         docs = "document" if s["documents"] == 1 else "documents"
-        state = (
-            "fresh"
-            if s["state"] == "fresh"
-            else f"{s['state']} ({s['reason']})"
-            if s["reason"]
-            else s["state"]
-        )
+        state = "fresh" if s["state"] == "fresh" else f"{s['state']} ({s['reason']})" if s["reason"] else s["state"]
         text = (
             f"Index: {s['documents']} {docs}, {s['sentences']} sentences, built {built}, "
             f"version {s['version']}, {state}"
@@ -204,9 +198,7 @@ def build_app(
         return [], EMPTY_PANEL, [], ""
 
     with gr.Blocks(title="Ask the sources", analytics_enabled=False) as demo:
-        gr.Markdown(
-            "## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences."
-        )
+        gr.Markdown("## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences.")
         status = gr.Markdown(service.status_markdown(), elem_id="qa-status")
         asked = gr.State([])
         with gr.Row(equal_height=False):
@@ -234,9 +226,7 @@ def build_app(
                     ask = gr.Button("Ask", variant="primary", scale=1, elem_id="qa-ask")
                 clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
                 ask_examples = (
-                    gr.Examples(
-                        example_questions, inputs=[question], label="Example questions", elem_id="qa-examples"
-                    )
+                    gr.Examples(example_questions, inputs=[question], label="Example questions", elem_id="qa-examples")
                     if example_questions
                     else None
                 )
@@ -257,9 +247,7 @@ def build_app(
     return demo
 
 
-def launch(
-    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any
-) -> tuple[Any, str, str]:
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple[Any, str, str]:
     """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
     _offline_environment()
     import gradio as gr

@@ -81,9 +81,7 @@ def chat_reply(answer: Answer) -> str:
     if answer.sources:
         title = "Closest matches (low confidence)" if answer.abstained else "Sources"
         lines += ["", f"**{title}**", ""]
-        lines += [
-            "  \n".join(escape_markdown(source_reference(i, s)) for i, s in enumerate(answer.sources, 1))
-        ]
+        lines += ["  \n".join(escape_markdown(source_reference(i, s)) for i, s in enumerate(answer.sources, 1))]
     return "\n".join(lines)
 
 
@@ -108,9 +106,7 @@ def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
             passage, start, end = s.text, 0, len(s.text)
         label = f"[{rank}] closest match, low confidence" if answer.abstained else f"[{rank}]"
         items.append(
-            PanelSource(
-                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained
-            )
+            PanelSource(rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained)
         )
     if not items:
         heading = "No source matches this question."
