@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
 MAX_K = 20
+HISTORY_TURNS = 3  # earlier questions that can shape a follow-up (its own and two before)
 
 # Words that make a question lean on an earlier turn ("Where is *it* built?").
 _ANAPHORA = frozenset({
@@ -67,6 +69,24 @@ def check_question(question: object, k: object = 3) -> str:
     return stripped
 
 
+def check_history(history: object) -> list[str]:
+    """Validate the chat's earlier questions; returns the last few that matter, stripped.
+
+    Only the last three turns can shape an answer, so older ones are dropped.
+    """
+    if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+        raise QuestionError("history must be a list of earlier questions, oldest first")
+    turns = []
+    for turn in history:
+        if not isinstance(turn, str):
+            raise QuestionError(f"each earlier question must be text, not {type(turn).__name__}")
+        if len(turn.strip()) > MAX_QUESTION_CHARS:
+            raise QuestionError(f"an earlier question is over the {MAX_QUESTION_CHARS:,}-character limit")
+        if turn.strip():
+            turns.append(turn.strip())
+    return turns[-HISTORY_TURNS:]
+
+
 class Engine:
     """Answers questions from one index folder; thread-safe, loads once."""
 
@@ -83,22 +103,23 @@ class Engine:
         self._lock = threading.Lock()
         self._current_stamp: tuple[int, int] | None = None
         self._loading: threading.Thread | None = None
+        self._status_cache: tuple[Any, float, tuple[str, str]] | None = None
 
     # --- loading and swapping -------------------------------------------------
 
     def _corpus(self) -> Path | None:
-        if self.corpus is not None:
+        """The corpus to keep the index fresh with: the one given, else the one it was built from.
+
+        An index whose corpus folder is gone answers as built (None); only an
+        index that cannot be read falls back to ``$QA_CORPUS`` or ``./corpus``.
+        """
+        if self.corpus is not None and self.corpus.is_dir():
             return self.corpus
-        folder = None
         with contextlib.suppress(IndexStateError):
             folder = store.current_folder(self.index)
-        if folder is not None:
-            try:
+            if folder is not None:
                 built_from = Path(store.read_manifest(folder).corpus)
-                if built_from.is_dir():
-                    return built_from
-            except IndexStateError:
-                pass
+                return built_from if built_from.is_dir() else None
         fallback = Path(os.environ.get("QA_CORPUS", "corpus"))
         return fallback if fallback.is_dir() else None
 
@@ -189,7 +210,7 @@ class Engine:
         with self._lock:
             self._retriever = self._load()
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, max_age: float = 0.0) -> dict[str, Any]:
         """The index as a status panel shows it.
 
         ``version``, ``built_at``, ``documents``, ``sentences`` describe the index
@@ -199,12 +220,20 @@ class Engine:
         """
         retriever = self._retriever
         manifest = retriever.data.manifest if retriever is not None else None
-        corpus = self._corpus()
-        if corpus is None:
-            state, reason = "unknown", "no corpus folder to compare with"
+        # Comparing with the corpus walks it: a page asking after every answer
+        # passes ``max_age`` to reuse a comparison that recent (same version).
+        key = (self._stamp(), manifest.version if manifest else None)
+        cached = self._status_cache
+        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < max_age:
+            state, reason = cached[2]
         else:
-            st = index_status(corpus, self.index, model=manifest.model if manifest else None, verify=False)
-            state, reason = st.state, st.reason
+            corpus = self._corpus()
+            if corpus is None:
+                state, reason = "unknown", "no corpus folder to compare with"
+            else:
+                st = index_status(corpus, self.index, model=manifest.model if manifest else None, verify=False)
+                state, reason = st.state, st.reason
+            self._status_cache = (key, time.monotonic(), (state, reason))
         loading = self._loading
         return {
             "version": manifest.version if manifest else None,
@@ -220,7 +249,7 @@ class Engine:
 
     def answer(self, question: str, *, history: Sequence[str] = (), k: int = 3) -> Answer:
         question = check_question(question, k)
-        history = [h.strip() for h in history if isinstance(h, str) and h.strip()]
+        history = check_history(history)
         retriever = self.retriever()
         return self._answer(retriever, question, history, k, remember=True)
 
@@ -288,12 +317,13 @@ _engines_lock = threading.Lock()
 
 def get_engine(index: str | os.PathLike[str] | None = None) -> Engine:
     """The process-wide engine for an index folder (created once, then reused)."""
-    index_path, _ = default_paths(index)
+    index_path, corpus = default_paths(index)
     key = index_path.resolve()
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = Engine(index_path)
+            # The default index is built from the default corpus; a named one from its own.
+            engine = _engines[key] = Engine(index_path, corpus if index is None else None)
         return engine
 
 
@@ -316,4 +346,5 @@ def answer(
     'Mitsubishi Motors sold about 280,000'
     """
     check_question(question, k)
+    check_history(history)
     return get_engine(index).answer(question, history=history, k=k)

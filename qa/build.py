@@ -68,10 +68,13 @@ def file_hash(path: Path) -> str:
         known = _hashes.get(key)
     if known is None:
         known = store.sha256_file(path)
-        with _hashes_lock:
-            if len(_hashes) > 200_000:
-                _hashes.clear()
-            _hashes[key] = known
+        # A file changed within the last seconds could change again with the same
+        # size and timestamp (coarse clocks): only remember settled files, as git does.
+        if time.time() - st.st_mtime > 2:
+            with _hashes_lock:
+                if len(_hashes) > 200_000:
+                    _hashes.clear()
+                _hashes[key] = known
     return known
 
 

@@ -155,15 +155,15 @@ class Retriever:
         return np.where(pos >= 0, lexical[np.maximum(pos, 0)], 0.0).astype(np.float32)
 
     def neighbours(self, source: Source) -> list[int]:
-        """Sentence ids of a cited sentence and its neighbours in the same passage."""
+        """Sentence ids of a cited sentence and its citable neighbours in the same passage."""
         i = self._by_position.get((source.doc, source.start))
         if i is None:
             return []
         sentences = self.data.sentences
         return [
             j for j in (i - 1, i, i + 1)
-            if 0 <= j < len(sentences) and sentences[j].passage_start == sentences[i].passage_start
-            and sentences[j].doc == source.doc
+            if 0 <= j < len(sentences) and self._first_row[j] >= 0
+            and sentences[j].doc == source.doc and sentences[j].passage_start == sentences[i].passage_start
         ]  # fmt: skip
 
     def rank_documents(self, question: str, n: int) -> dict[str, float]:

@@ -118,7 +118,7 @@ def read_manifest(folder: Path) -> Manifest:
         manifest = Manifest.from_dict(data)
     except FileNotFoundError as exc:
         raise IndexStateError(f"{path} is missing") from exc
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise IndexStateError(f"{path} is unreadable or corrupted: {exc}") from exc
     if manifest.format_version != FORMAT_VERSION:
         raise IndexStateError(
@@ -211,8 +211,11 @@ def write_folder(
     """
     import faiss
 
-    index.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=index))
+    try:
+        index.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=index))
+    except OSError as exc:
+        raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     try:
         with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
             for d in documents:
@@ -243,6 +246,9 @@ def write_folder(
         final = index / f"v-{manifest.version}"
         os.rename(tmp, final)
         _replace_text(index / CURRENT, final.name)
+    except OSError as exc:  # disk full, permissions: the previous version stays live
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IndexStateError(f"cannot write the index in {index}: {exc.strerror or exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -256,7 +262,11 @@ def prune(index: Path, keep: int = 2) -> None:
     process still loading the previous version finds it. Only call with the
     build lock held.
     """
-    live = current_folder(index)
+    try:
+        live = current_folder(index)
+    except IndexStateError as exc:  # a broken CURRENT: the build about to run replaces it
+        log.warning("%s; keeping every version folder", exc)
+        live, keep = None, 1 << 30
     for tmp in index.glob(".tmp-*"):
         log.info("removing unfinished build %s", tmp)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -280,15 +290,17 @@ def build_lock(index: Path, timeout: float | None = None) -> Iterator[None]:
 
     if timeout is None:
         timeout = lock_timeout()
-    index.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(index / LOCK))
     try:
+        index.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=timeout)
-    except Timeout as exc:
+    except Timeout as exc:  # a TimeoutError, so an OSError: caught first
         raise IndexBusyError(
             f"another build of {index} has held {index / LOCK} for over {timeout:.0f} s; "
             "wait for it to finish (or remove the lock file if no build is running)"
         ) from exc
+    except OSError as exc:
+        raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     try:
         yield
     finally:

@@ -49,3 +49,13 @@ def test_bad_input_is_a_clear_error_without_touching_the_index(
     assert not index.exists()
     with pytest.raises(ValueError):  # QuestionError is a ValueError
         answer(question, k=k, index=index)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [("an earlier question", "history must be a list"), ([3], "must be text"), (["x" * 2001], "limit")],
+)
+def test_bad_history_is_a_clear_error(tmp_path: Path, history: object, message: str) -> None:
+    with pytest.raises(QuestionError, match=message):
+        answer("A fine question?", history=history, index=tmp_path / "never-built")  # type: ignore[arg-type]
+    assert not (tmp_path / "never-built").exists()

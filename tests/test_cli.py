@@ -97,3 +97,12 @@ def test_environment_variables_choose_folders(make_corpus, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert "Owls hunt at night" in result.output
     assert (tmp_path / "envindex" / "CURRENT").exists()
+
+
+def test_unwritable_index_folder_is_one_sentence(make_corpus, tmp_path: Path) -> None:
+    corpus = make_corpus({"a.txt": "Owls hunt at night in the forest."})
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    result = qa("index", "build", "--corpus", str(corpus), "--index", str(not_a_folder))
+    assert result.returncode == 2 and "cannot write the index folder" in result.stderr
+    assert "Traceback" not in result.stderr

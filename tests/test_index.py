@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -102,16 +101,22 @@ def test_killed_build_leaves_previous_index_whole(make_corpus, tmp_path: Path) -
     (corpus / "big.txt").write_text(sentences, encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qa.cli", "index", "build", "--corpus", str(corpus), "--index", str(index)],
+        [sys.executable, "-m", "qa.cli", "-v", "index", "build", "--corpus", str(corpus), "--index", str(index)],
         env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    time.sleep(6)  # mid-build: splitting and embedding 3,000 sentences takes far longer
+    assert proc.stderr is not None
+    for line in proc.stderr:  # kill it mid-build: once it has started embedding 3,000 sentences
+        if "embedding" in line:
+            break
     assert proc.poll() is None, "the build finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert current_folder(index).name == f"v-{before.version}"
     data = load_folder(current_folder(index))  # verifies every checksum
     assert data.manifest.version == before.version
+    (corpus / "big.txt").unlink()  # the corpus matches the surviving index again
     result = Engine(index).answer("Where does the lighthouse keeper live?")
     assert "northern island" in result.sources[0].text
 
@@ -131,3 +136,33 @@ def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(CorpusError, match="does not exist"):
         build_index(tmp_path / "nope", tmp_path / "index")
+
+
+def test_broken_current_pointer_is_rebuilt(make_corpus, tmp_path: Path) -> None:
+    corpus = make_corpus(NEWS)
+    index = tmp_path / "index"
+    build_index(corpus, index)
+    (index / "CURRENT").write_text("v-gone\n")
+    assert index_status(corpus, index).state == "corrupted"
+    assert "Jupiter" in Engine(index, corpus).answer("Who reached Jupiter?").sources[0].text
+    assert index_status(corpus, index).state == "fresh"
+
+
+def test_index_whose_corpus_is_gone_answers_as_built(make_corpus, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    corpus = make_corpus(NEWS)
+    other = make_corpus({"other.txt": "Completely different text about gardening."}, name="other")
+    index = tmp_path / "index"
+    built = build_index(corpus, index)
+    shutil.rmtree(corpus)
+    monkeypatch.setenv("QA_CORPUS", str(other))
+    result = answer("Who reached Jupiter?", index=index)
+    assert "Jupiter" in result.sources[0].text and result.index_version == built.version
+
+
+def test_follow_up_never_cites_an_uncitable_neighbour(make_corpus, tmp_path: Path) -> None:
+    corpus = make_corpus({"pets.txt": "Cats purr loudly when they are happy. OK. Dogs bark at strangers at night."})
+    engine = Engine(tmp_path / "index", corpus)
+    result = engine.answer("Why?", history=["When do cats purr loudly?"], k=5)
+    assert all(len(s.text.split()) > 1 for s in result.sources)

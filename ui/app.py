@@ -87,7 +87,7 @@ class ChatService:
 
     def status(self) -> dict[str, Any]:
         """The live index: counts, build time, version, and whether it still matches the corpus."""
-        s = self.engine.status()
+        s = self.engine.status(max_age=2.0)  # asked after every answer: walk the corpus at most every 2 s
         if s["swapping"]:
             s["state"], s["reason"] = "stale", "a newer index version is loading"
         return s
@@ -286,6 +286,9 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
 @click.option("--watch", is_flag=True, help="Rebuild the index when corpus files change, without a restart.")
 def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
+    source = click.get_current_context().get_parameter_source("corpus")
+    if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
+        raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
     try:
         demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, watch=watch)
     except QAError as exc:

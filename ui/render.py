@@ -22,6 +22,7 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from qa import Answer, Source
 
@@ -126,19 +127,17 @@ def segments(text: str, spans: Sequence[tuple[int, int, str]]) -> list[tuple[str
     >>> segments("abcdef", [(1, 3, "x"), (2, 5, "y")])
     [('a', None), ('bc', 'x'), ('de', 'y'), ('f', None)]
     """
-    owner: list[str | None] = [None] * len(text)
-    for start, end, tag in spans:
-        for i in range(max(start, 0), min(end, len(text))):
-            if owner[i] is None:
-                owner[i] = tag
+    n = len(text)
+    clipped = [(max(start, 0), min(end, n), tag) for start, end, tag in spans if min(end, n) > max(start, 0)]
+    cuts = sorted({0, n, *(b for start, end, _ in clipped for b in (start, end))})
     runs: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(text):
-        j = i
-        while j < len(text) and owner[j] == owner[i]:
-            j += 1
-        runs.append((text[i:j], owner[i]))
-        i = j
+    for a, b in pairwise(cuts):
+        # the first span given that covers this stretch owns it
+        tag = next((t for start, end, t in clipped if start <= a and b <= end), None)
+        if runs and runs[-1][1] == tag:
+            runs[-1] = (runs[-1][0] + text[a:b], tag)
+        else:
+            runs.append((text[a:b], tag))
     return runs
 
 
