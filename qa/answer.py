@@ -205,11 +205,6 @@ class Engine:
         if wait and loading is not None:
             loading.join()
 
-    def reload(self) -> None:
-        """Load the current index version now and swap it in (blocking)."""
-        with self._lock:
-            self._retriever = self._load()
-
     def status(self, *, max_age: float = 0.0) -> dict[str, Any]:
         """The index as a status panel shows it.
 

@@ -62,10 +62,6 @@ def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     return found
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def decode(raw: bytes, name: str) -> tuple[str, str]:
     """Decode file bytes: UTF-8 (BOM or not), else cp1252, else Latin-1.
 
