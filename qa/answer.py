@@ -124,7 +124,11 @@ class Engine:
         return fallback if fallback.is_dir() else None
 
     def ensure_fresh(self) -> None:
-        """Build the index if it is missing, stale or corrupted (logging why)."""
+        """Build the index if it is missing or stale (logging why).
+
+        Index file checksums are not read here: loading checks them once, and
+        a corrupted index is rebuilt then (see :meth:`retriever`).
+        """
         corpus = self._corpus()
         if corpus is None:
             if store.current_folder(self.index) is None:
@@ -134,7 +138,7 @@ class Engine:
                 )
             log.warning("corpus folder not found; answering from the index as built")
             return
-        status = index_status(corpus, self.index)
+        status = index_status(corpus, self.index, verify=False)
         if not status.fresh:
             if status.state != "missing":
                 log.warning("index %s is %s (%s); rebuilding", self.index, status.state, status.reason)
@@ -147,11 +151,23 @@ class Engine:
             with self._lock:
                 if self._retriever is None:
                     self.ensure_fresh()
-                    self._retriever = self._load()
+                    self._retriever = self._load_or_rebuild()
                 current = self._retriever
         else:
             self._maybe_swap()
         return current
+
+    def _load_or_rebuild(self) -> Retriever:
+        """Load the index (checking every file's checksum); rebuild it once if that fails."""
+        try:
+            return self._load()
+        except IndexStateError as exc:
+            corpus = self._corpus()
+            if corpus is None:
+                raise
+            log.warning("index %s is corrupted (%s); rebuilding", self.index, exc)
+            build_index(corpus, self.index)
+            return self._load()
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -340,6 +356,4 @@ def answer(
     >>> a.sources[0].text[:36]
     'Mitsubishi Motors sold about 280,000'
     """
-    check_question(question, k)
-    check_history(history)
-    return get_engine(index).answer(question, history=history, k=k)
+    return get_engine(index).answer(question, history=history, k=k)  # validates before any I/O

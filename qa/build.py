@@ -278,7 +278,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     sources: dict[str, str] = {}
     for doc_id, path in corpus_files(corpus):
         try:
-            sha = store.sha256_file(path)
+            sha = file_hash(path)  # index_status just hashed it: usually remembered
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
             report["skipped"].append(doc_id)
@@ -334,7 +334,6 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
 
     citable = np.array([i for i, s in enumerate(sentences) if s.citable], dtype=np.int32)
     sparse = SparseIndex.build([sentences[i].text for i in citable])
-    report["seconds"] = round(time.perf_counter() - started, 3)
     manifest = Manifest(
         format_version=store.FORMAT_VERSION,
         version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
