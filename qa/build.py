@@ -22,7 +22,7 @@ from qa.corpus import SPLITTER, corpus_files, document_title, read_document, spl
 from qa.embed import default_model, get_encoder
 from qa.sparse import SparseIndex
 from qa.store import StoredDocument
-from qa.types import CorpusError, IndexStateError, Manifest, Sentence
+from qa.types import CorpusError, IndexStateError, Manifest, QAError, Sentence
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ def index_status(
     model = model or default_model()
     if manifest.model != model:
         return Status("stale", f"built with model {manifest.model!r}, configured {model!r}", manifest=manifest)
+    try:
+        export = get_encoder(model).export_id
+    except QAError as exc:
+        return Status("stale", f"cannot check the encoder: {exc}", manifest=manifest)
+    if manifest.encoder.get("export") != export:
+        built_by = manifest.encoder.get("export") or "sentence-transformers (torch)"
+        return Status("stale", f"embedded by encoder {built_by}, configured {export}", manifest=manifest)
     if manifest.settings != settings():
         return Status("stale", "built with other splitter or embedding settings", manifest=manifest)
     current = scan_sources(Path(corpus))
@@ -149,8 +156,9 @@ def embedding_views(title: str, sentences: list[Sentence]) -> list[tuple[int, st
     return views
 
 
-def _key(model: str, text: str) -> str:
-    return hashlib.sha256(f"{model}\x1f{text}".encode()).hexdigest()[:32]
+def _key(encoder: str, text: str) -> str:
+    """Content key of an embedded text: the encoder export that embeds it, and the text."""
+    return hashlib.sha256(f"{encoder}\x1f{text}".encode()).hexdigest()[:32]
 
 
 def build_index(
@@ -220,7 +228,7 @@ def _previous(index: Path, model: str, status: Status) -> store.IndexData | stor
     except IndexStateError as exc:
         log.warning("not reusing the previous index: %s", exc)
         return None
-    if manifest.model != model:
+    if manifest.model != model or manifest.encoder.get("export") != get_encoder(model).export_id:
         return None
     try:
         # index_status verified every checksum already, unless it found a corrupted file
@@ -276,6 +284,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     report: dict[str, Any] = {"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0}
     report["skipped"] = []
     sources: dict[str, str] = {}
+    split_started = time.perf_counter()
     for doc_id, path in corpus_files(corpus):
         try:
             sha = file_hash(path)  # index_status just hashed it: usually remembered
@@ -306,14 +315,17 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         documents.append(stored)
         sentences.extend(doc_sentences)
         views.extend((offset + i, text) for i, text in embedding_views(stored.title, doc_sentences))
+    report["split_seconds"] = round(time.perf_counter() - split_started, 3)
     _count_files(report, old_sources, sources, [d.id for d in documents])
     if not documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable .txt or .md files")
 
-    keys = [_key(model, text) for _, text in views]
+    encoder = get_encoder(model)
+    keys = [_key(encoder.export_id, text) for _, text in views]
     todo = [i for i, k in enumerate(keys) if k not in old_vectors]
     # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
-    dimension = old.manifest.dimension if old is not None and not todo else get_encoder(model).dimension
+    dimension = old.manifest.dimension if old is not None and not todo else encoder.dimension
+    encoder_info = old.manifest.encoder if old is not None and not todo else encoder.describe()
     vectors = np.zeros((len(views), dimension), dtype=np.float32)
     if old is not None and len(todo) < len(views):
         reused_rows = [i for i, k in enumerate(keys) if k in old_vectors]
@@ -323,7 +335,9 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         unique = list(dict.fromkeys(keys[i] for i in todo))  # the same text twice is embedded once
         text_of = {keys[i]: views[i][1] for i in todo}
         log.info("embedding %d texts", len(unique))
-        encoded = get_encoder(model).encode([text_of[k] for k in unique])
+        embed_started = time.perf_counter()
+        encoded = encoder.encode([text_of[k] for k in unique])
+        report["embed_seconds"] = round(time.perf_counter() - embed_started, 3)
         row = {k: j for j, k in enumerate(unique)}
         vectors[todo] = encoded[[row[keys[i]] for i in todo]]
     report["embedded"] = len(todo)
@@ -333,12 +347,15 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     report["sentences_reused"] = len({pos for pos, _ in views}) - len(touched)
 
     citable = np.array([i for i, s in enumerate(sentences) if s.citable], dtype=np.int32)
+    bm25_started = time.perf_counter()
     sparse = SparseIndex.build([sentences[i].text for i in citable])
+    report["bm25_seconds"] = round(time.perf_counter() - bm25_started, 3)
     manifest = Manifest(
         format_version=store.FORMAT_VERSION,
         version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model=model,
+        encoder=encoder_info,
         dimension=dimension,
         corpus=str(corpus.resolve()),
         settings=settings(),

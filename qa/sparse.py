@@ -1,7 +1,8 @@
-"""BM25 over the citable sentences, with bm25s (saved as .npy + JSON, no pickle)."""
+"""BM25 over the citable sentences: built with bm25s, saved as .npy + JSON (no pickle), scored with numpy."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from functools import lru_cache
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each build at DEBUG
 
 _TOKEN = re.compile(r"\w+")
+STOPWORDS_FILE = "stopwords.json"
 
 
 @lru_cache(maxsize=1)
@@ -29,40 +31,86 @@ def _stopwords() -> frozenset[str]:
     return frozenset(STOPWORDS_EN_PLUS)
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
     """Lower-cased, stop words removed, Snowball-stemmed word tokens."""
-    stop = _stopwords()
+    stop = _stopwords() if stopwords is None else stopwords
     words = [w for w in _TOKEN.findall(text.lower().replace("’", "'")) if w not in stop]
     return list(_stemmer().stemWords(words))
 
 
 class SparseIndex:
-    """BM25 scores of a question against every indexed sentence."""
+    """BM25 scores of a question against every indexed sentence.
 
-    def __init__(self, bm25) -> None:  # type: ignore[no-untyped-def]
-        self._bm25 = bm25
-        self._vocab: dict[str, int] = bm25.vocab_dict
+    Built with bm25s; read back with numpy alone (memory-mapped arrays, the
+    vocabulary and stop words from JSON), so answering never imports bm25s or
+    scipy. Scores equal bm25s's ``get_scores`` (Lucene BM25: the per-token
+    scores are precomputed, a query sums the columns of its tokens).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        indices: np.ndarray,
+        indptr: np.ndarray,
+        vocab: dict[str, int],
+        num_docs: int,
+        stopwords: frozenset[str],
+    ) -> None:
+        self._data, self._indices, self._indptr = data, indices, indptr
+        self._vocab = vocab
+        self.num_docs = num_docs
+        self.stopwords = stopwords
+        self._bm25 = None  # the bm25s object of a fresh build, kept for saving
 
     @classmethod
     def build(cls, texts: list[str]) -> SparseIndex:
         import bm25s
 
-        bm25 = bm25s.BM25()
-        corpus = [tokenize(t) or [""] for t in texts]
+        stopwords = _stopwords()
+        bm25 = bm25s.BM25(method="lucene")
+        corpus = [tokenize(t, stopwords) or [""] for t in texts]
         bm25.index(corpus, show_progress=False)
-        return cls(bm25)
+        scores = bm25.scores
+        index = cls(scores["data"], scores["indices"], scores["indptr"], bm25.vocab_dict, len(texts), stopwords)
+        index._bm25 = bm25
+        return index
 
     def save(self, folder: Path) -> None:
+        if self._bm25 is None:
+            raise ValueError("only a freshly built BM25 index can be saved")
         self._bm25.save(str(folder), allow_pickle=False, show_progress=False)
+        (folder / STOPWORDS_FILE).write_text(json.dumps(sorted(self.stopwords)), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> SparseIndex:
-        import bm25s
+        """Read a saved index (arrays memory-mapped, read-only)."""
+        params = json.loads((folder / "params.index.json").read_text(encoding="utf-8"))
+        if params.get("method", "lucene") != "lucene":
+            raise ValueError(f"{folder}: BM25 variant {params.get('method')!r} is not supported")
+        vocab = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
 
-        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False, load_corpus=False))
+        def array(name: str) -> np.ndarray:
+            return np.load(folder / name, mmap_mode="r", allow_pickle=False)
+
+        stopwords = frozenset(json.loads((folder / STOPWORDS_FILE).read_text(encoding="utf-8")))
+        data, indices = array("data.csc.index.npy"), array("indices.csc.index.npy")
+        indptr = array("indptr.csc.index.npy")
+        # bm25s's vocabulary may hold one token more than the matrix has columns (the empty token).
+        if not 0 < len(indptr) <= len(vocab) + 1 or len(data) != len(indices) or int(indptr[-1]) != len(data):
+            raise ValueError(f"{folder}: BM25 arrays and vocabulary differ in size")
+        return cls(data, indices, indptr, vocab, int(params["num_docs"]), stopwords)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The question's tokens, split as the index's sentences were."""
+        return tokenize(text, self.stopwords)
 
     def scores(self, tokens: list[str]) -> np.ndarray:
-        known = [t for t in tokens if t in self._vocab]
-        if not known:
-            return np.zeros(self._bm25.scores["num_docs"], dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
+        columns = len(self._indptr) - 1
+        ids = [i for i in (self._vocab.get(t, columns) for t in tokens) if i < columns]
+        if not ids:
+            return np.zeros(self.num_docs, dtype=np.float32)
+        spans = [np.arange(self._indptr[i], self._indptr[i + 1]) for i in ids]
+        rows = np.concatenate(spans)
+        return np.bincount(
+            np.asarray(self._indices[rows]), weights=np.asarray(self._data[rows]), minlength=self.num_docs
+        ).astype(np.float32)

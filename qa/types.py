@@ -133,6 +133,9 @@ class Manifest:
     sentences: int
     vectors: int
     build: dict[str, Any] = field(default_factory=dict)  # what the build did
+    # The encoder export that embedded the vectors (runtime, export id, ONNX sha256, max length, pooling):
+    # a query is only ever embedded by this one.
+    encoder: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

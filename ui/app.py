@@ -247,12 +247,21 @@ def build_app(
     return demo
 
 
+def concurrency() -> int:
+    """Questions answered at once by the server: ``$QA_CONCURRENCY``, default 8."""
+    raw = os.environ.get("QA_CONCURRENCY", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 8
+
+
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple[Any, str, str]:
     """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
     _offline_environment()
     import gradio as gr
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    # Independent questions run at once: encoding (ONNX Runtime), FAISS and numpy release the GIL,
+    # and each answer reads one index version it captured, so concurrency cannot mix versions.
+    demo.queue(default_concurrency_limit=concurrency())
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -289,12 +298,15 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    click.echo("qa serve: loading the index and the model…", err=True)
     try:
         demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, watch=watch)
     except QAError as exc:
         raise UserError(str(exc)) from exc
-    click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
+    click.echo("qa serve: starting the web server…", err=True)
     try:
-        launch(demo, host=host, port=port)
+        launch(demo, host=host, port=port, prevent_thread_lock=True, quiet=True)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another --port") from exc
+    click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
+    demo.block_thread()

@@ -1,0 +1,310 @@
+"""Export a sentence-transformers model to ONNX once, verified, into a cache folder.
+
+This is the only module of the query side's encoder that needs torch, and it
+runs once per model (per its weights' checksum) per machine: at the first
+build, or when an index names an export this machine's cache lacks (then in
+a child process, so the answering process never imports torch).
+
+    python -m qa.export [MODEL]      # export (no-op when cached), print the folder
+
+An export folder (``$QA_CACHE/encoders/<export id>/``, default cache
+``~/.cache/qa``) holds ``model.onnx`` (the transformer with mean pooling and
+L2 normalisation inside the graph: it outputs sentence vectors),
+``tokenizer.json`` (truncation and padding set as sentence-transformers
+uses them) and ``export.json`` (what it is, and the verification figures).
+The export id is the sha256 of the weights plus this recipe's version, so
+another model, other weights or another recipe never share a folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qa.types import QAError
+
+log = logging.getLogger(__name__)
+
+RECIPE = 1  # bump when the export (graph, pooling, tokenizer settings) changes
+OPSET = 17
+MIN_COSINE = 0.9999  # the export must agree with sentence-transformers at least this well
+
+# Awkward texts the export is checked on, beside ordinary ones: empty-ish,
+# non-ASCII, longer than the 256-token limit, odd whitespace.
+CHECK_TEXTS = [
+    "How many vehicles did Mitsubishi sell in Southeast Asia?",
+    "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last year.",
+    "",
+    " ",
+    "?",
+    "Jürgen fährt mit der Straßenbahn durch Tōkyō; Москва и 東京 🚋 — “quoted” text.",
+    "  leading and trailing whitespace\tand tabs\n",
+    " ".join(["alliance"] * 300),
+    "The Renault-Nissan alliance " * 60,
+]
+
+
+class ExportError(QAError):
+    """The encoder could not be exported to ONNX or failed its verification."""
+
+
+def cache_root() -> Path:
+    """``$QA_CACHE``, else ``$XDG_CACHE_HOME/qa``, else ``~/.cache/qa``."""
+    if os.environ.get("QA_CACHE"):
+        return Path(os.environ["QA_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qa"
+
+
+def weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ExportError(f"no model weights (model.safetensors) in {folder}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of the model's weights, remembered by (path, size, mtime) in the cache folder."""
+    path = weights_file(folder).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_root() / "weights-sha256.json"
+    known: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    digest = _sha256(path)
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(memo, json.dumps({**(known if isinstance(known, dict) else {}), key: digest}, indent=1))
+    return digest
+
+
+def export_id(folder: Path) -> str:
+    """Identity of the export of the model in ``folder``: its weights and this recipe."""
+    return f"minilm-r{RECIPE}-{weights_sha256(folder)[:16]}"
+
+
+def export_folder(eid: str) -> Path:
+    return cache_root() / "encoders" / eid
+
+
+def read_settings(folder: Path) -> dict[str, Any]:
+    """The sentence-transformers pipeline settings we reproduce: max length, pooling, normalisation."""
+    max_length = 256
+    with contextlib.suppress(OSError, ValueError):
+        max_length = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    pooling = "mean"
+    with contextlib.suppress(OSError, ValueError):
+        pool = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        if pool.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif not pool.get("pooling_mode_mean_tokens", True):
+            raise ExportError(f"{folder}: only mean or CLS pooling can be exported")
+    return {"max_length": max_length, "pooling": pooling}
+
+
+def ensure_export(model_folder: str | os.PathLike[str], *, model_id: str = "") -> Path:
+    """The verified export folder of a model; exports (importing torch) when not cached."""
+    folder = Path(model_folder)
+    target = export_folder(export_id(folder))
+    if (target / "export.json").is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "export.json").is_file():  # another process exported it meanwhile
+            return target
+        log.warning("exporting the encoder %s to ONNX (once per model, about 10 s)", model_id or folder)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            info = _export(folder, tmp)
+            info["model_id"] = model_id
+            info["export_id"] = target.name
+            (tmp / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+            tmp.chmod(0o755)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def ensure_export_in_child(model_folder: str | os.PathLike[str], *, model_id: str = "") -> Path:
+    """Like :func:`ensure_export`, but any export runs in a child process (this one stays torch-free)."""
+    folder = Path(model_folder)
+    target = export_folder(export_id(folder))
+    if (target / "export.json").is_file():
+        return target
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.export", str(folder), "--model-id", model_id],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not (target / "export.json").is_file():
+        detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExportError(f"could not export the encoder {model_id or folder} to ONNX: {detail}")
+    return target
+
+
+def _export(folder: Path, out: Path) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModel
+
+    _quiet_libraries()
+
+    settings = read_settings(folder)
+    try:
+        bert = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    except Exception as exc:  # any loader failure becomes one clear message
+        raise ExportError(f"cannot load the model in {folder}: {exc}") from exc
+    cls_pooling = settings["pooling"] == "cls"
+
+    class SentenceVectors(torch.nn.Module):
+        """Transformer, then pooling and L2 normalisation, as sentence-transformers does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            tokens = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            if cls_pooling:
+                pooled = tokens[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    wrapper = SentenceVectors().eval()
+    dummy = {
+        "input_ids": torch.ones((2, 8), dtype=torch.int64),
+        "attention_mask": torch.ones((2, 8), dtype=torch.int64),
+        "token_type_ids": torch.zeros((2, 8), dtype=torch.int64),
+    }
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (),
+            str(out / "model.onnx"),
+            kwargs=dummy,
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "token_type_ids": {0: "batch", 1: "tokens"},
+                "sentence_embedding": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    shutil.copy(folder / "tokenizer.json", out / "tokenizer.json")
+    info: dict[str, Any] = {
+        "recipe": RECIPE,
+        "opset": OPSET,
+        "weights_sha256": weights_sha256(folder),
+        "onnx_sha256": _sha256(out / "model.onnx"),
+        "dimension": int(bert.config.hidden_size),
+        **settings,
+    }
+    (out / "export.json").write_text(json.dumps(info), encoding="utf-8")  # lets the encoder load it
+    info["verification"] = verify(folder, out)
+    if info["verification"]["min_cosine"] < MIN_COSINE:
+        raise ExportError(
+            f"the ONNX export disagrees with sentence-transformers (min cosine "
+            f"{info['verification']['min_cosine']:.6f} < {MIN_COSINE})"
+        )
+    return info
+
+
+def verify(model_folder: Path, export: Path, texts: list[str] | None = None) -> dict[str, Any]:
+    """Compare the export's vectors with sentence-transformers' on ``texts``: min cosine, token counts."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from qa.embed import OnnxEncoder
+
+    _quiet_libraries()
+
+    texts = CHECK_TEXTS if texts is None else texts
+    reference = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True)
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=4)
+    actual = OnnxEncoder(export).encode(texts, batch_size=4)
+    cosines = np.sum(expected * actual, axis=1)
+    ours = OnnxEncoder(export).token_counts(texts)
+    theirs = [int(n) for n in reference.tokenize(texts)["attention_mask"].sum(1).tolist()]
+    if ours != theirs:
+        raise ExportError(f"the export's tokenizer disagrees with sentence-transformers' ({ours} vs {theirs})")
+    return {
+        "texts": len(texts),
+        "min_cosine": round(float(cosines.min()), 7),
+        "max_length": reference.max_seq_length,
+    }
+
+
+def _quiet_libraries() -> None:
+    """The exporter's warnings and progress bars say nothing a user can act on."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "sentence_transformers", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qa.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", default=None, help="model id or folder (default: the packaged model)")
+    parser.add_argument("--model-id", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    from qa.embed import default_model, model_path
+
+    model = args.model or default_model()
+    try:
+        folder = ensure_export(model_path(model), model_id=args.model_id or model)
+    except QAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
