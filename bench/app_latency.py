@@ -7,7 +7,11 @@
    through gradio_client, and reports the time from process start to that answer.
 2. Asks ``-n`` questions (the dev questions, cycled) through the ``/answer``
    endpoint, one at a time, and reports p50/p95.
-3. In this process, calls ``qa.answer()`` on the same questions and reports its
+3. Concurrency: for each of ``--clients`` (default 1, 8, 16, 32), that many
+   threads each with its own gradio_client ask ``--per-client`` questions at
+   once; reports answers per second, p50/p95 latency, errors, and the index
+   versions the answers came from.
+4. In this process, calls ``qa.answer()`` on the same questions and reports its
    p50, so the two can be compared in the same run on the same machine.
 
 Not part of ``make test``; prints figures, asserts nothing.
@@ -24,9 +28,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = Path("/work/shared/eval/dev_questions.jsonl")
@@ -59,12 +65,55 @@ def wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     raise SystemExit(f"no page at {url} after {timeout:.0f} s")
 
 
+def concurrent_load(url: str, questions: list[str], clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` threads, each with its own gradio_client, asking ``per_client`` questions at once."""
+    from gradio_client import Client
+
+    connected = [Client(url, verbose=False) for _ in range(clients)]
+    times: list[float] = []
+    versions: set[str] = set()
+    errors = 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def work(n: int) -> None:
+        nonlocal errors
+        barrier.wait()
+        for i in range(per_client):
+            q = questions[(n * per_client + i) % len(questions)]
+            t = time.perf_counter()
+            try:
+                a = connected[n].predict(q, api_name="/answer")
+            except Exception:
+                with lock:
+                    errors += 1
+                continue
+            with lock:
+                times.append(time.perf_counter() - t)
+                versions.add(a["index_version"])
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    return {
+        "clients": clients, "answers": len(times), "seconds": seconds, "per_second": len(times) / seconds,
+        "p50": statistics.median(times) if times else 0.0, "p95": percentile(times, 95) if times else 0.0,
+        "errors": errors, "versions": len(versions),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--start", default="make run", help="command that starts the app (QA_PORT is set for it)")
     parser.add_argument("-n", type=int, default=50, help="questions to time through gradio_client")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--clients", default="1,8,16,32", help="concurrent client counts, comma-separated")
+    parser.add_argument("--per-client", type=int, default=20, help="questions each concurrent client asks")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,6 +145,7 @@ def main() -> None:
             t = time.perf_counter()
             client.predict(q, api_name="/answer")
             app_times.append(time.perf_counter() - t)
+        loads = [concurrent_load(url, questions, int(c), args.per_client) for c in args.clients.split(",")]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the process group this script started
         proc.wait(timeout=30)
@@ -118,6 +168,16 @@ def main() -> None:
         f"app via gradio_client, {len(app_times)} questions: p50 {statistics.median(app_times) * ms:.0f} ms, "
         f"p95 {percentile(app_times, 95) * ms:.0f} ms, max {max(app_times) * ms:.0f} ms"
     )
+    for load in loads:
+        print(
+            f"{load['clients']:>2} concurrent clients: {load['answers']} answers in {load['seconds']:.1f} s = "
+            f"{load['per_second']:.1f}/s, p50 {load['p50'] * ms:.0f} ms, p95 {load['p95'] * ms:.0f} ms, "
+            f"errors {load['errors']}, index versions {load['versions']}"
+        )
+    if loads and loads[0]["clients"] == 1:
+        for load in loads[1:]:
+            gain = load["per_second"] / loads[0]["per_second"]
+            print(f"throughput {load['clients']} clients / 1 client: {gain:.2f}x")
     print(
         f"answer() in process, same {len(direct_times)} questions: "
         f"p50 {statistics.median(direct_times) * ms:.0f} ms, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -146,19 +147,21 @@ def build_app(
     examples: Sequence[str] | None = None,
     k: int = 3,
     watch: bool = False,
+    engine: Engine | None = None,
 ) -> gr.Blocks:
     """The web chat for an index folder (built from ``corpus`` when missing or stale).
 
     Loads the model and index now, so the first question is as fast as later
     ones. ``examples`` default to questions about the bundled article when it
     is indexed. ``watch`` rebuilds the index when the corpus changes and
-    swaps to it without a restart. Launch with :func:`launch` (it adds the
-    page's CSS).
+    swaps to it without a restart. ``engine``, when given, is a started engine
+    (see :func:`start_engine`) and the other arguments but ``examples`` and ``k``
+    are ignored. Launch with :func:`launch` (it adds the page's CSS).
     """
     _offline_environment()
     import gradio as gr
 
-    service = ChatService(start_engine(index, corpus, watch=watch))
+    service = ChatService(engine if engine is not None else start_engine(index, corpus, watch=watch))
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
@@ -235,7 +238,11 @@ def build_app(
                 panel = gr.HTML(EMPTY_PANEL, elem_id="qa-sources")
 
         outputs = [chatbot, panel, status, asked, question]
-        chat_io: dict[str, Any] = {"inputs": [question, chatbot, asked], "outputs": outputs}
+        # Questions are independent: several run at once (each reads the one index version it captured).
+        chat_io: dict[str, Any] = {
+            "inputs": [question, chatbot, asked], "outputs": outputs, "concurrency_limit": concurrency(),
+            "concurrency_id": "answer",
+        }  # fmt: skip
         question.submit(respond, api_name="chat", **chat_io)
         ask.click(respond, api_visibility="private", **chat_io)
         if ask_examples is not None:
@@ -243,7 +250,7 @@ def build_app(
         clear_button.click(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
         chatbot.clear(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
         demo.load(service.status_markdown, outputs=[status], api_visibility="private")
-        gr.api(answer, api_name="answer")
+        gr.api(answer, api_name="answer", concurrency_limit=concurrency(), concurrency_id="answer")
     return demo
 
 
@@ -299,8 +306,28 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
     click.echo("qa serve: loading the index and the model…", err=True)
+    # Load the engine in a thread while this one imports Gradio (seconds of Python imports).
+    started: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            started["engine"] = start_engine(index, corpus if corpus.is_dir() else None, watch=watch)
+        except Exception as exc:  # re-raised below, in the main thread
+            started["error"] = exc
+
+    loader = threading.Thread(target=load, name="qa-start", daemon=True)
+    loader.start()
+    _offline_environment()
+    import gradio  # noqa: F401
+
+    loader.join()
+    if isinstance(started.get("error"), QAError):
+        raise UserError(str(started["error"])) from started["error"]
+    if "error" in started:
+        raise started["error"]
+    click.echo("qa serve: index and model loaded", err=True)
     try:
-        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, watch=watch)
+        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, engine=started["engine"])
     except QAError as exc:
         raise UserError(str(exc)) from exc
     click.echo("qa serve: starting the web server…", err=True)
