@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each build at DEBUG
+
+
+def _bm25s():  # type: ignore[no-untyped-def]
+    import bm25s
+
+    # bm25s sets its logger to DEBUG when imported and logs every build: quiet it after that.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 _TOKEN = re.compile(r"\w+")
 
@@ -24,9 +31,7 @@ def _stemmer():  # type: ignore[no-untyped-def]
 
 @lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN_PLUS
-
-    return frozenset(STOPWORDS_EN_PLUS)
+    return frozenset(_bm25s().stopwords.STOPWORDS_EN_PLUS)
 
 
 def tokenize(text: str) -> list[str]:
@@ -45,9 +50,7 @@ class SparseIndex:
 
     @classmethod
     def build(cls, texts: list[str]) -> SparseIndex:
-        import bm25s
-
-        bm25 = bm25s.BM25()
+        bm25 = _bm25s().BM25()
         corpus = [tokenize(t) or [""] for t in texts]
         bm25.index(corpus, show_progress=False)
         return cls(bm25)
@@ -57,9 +60,7 @@ class SparseIndex:
 
     @classmethod
     def load(cls, folder: Path) -> SparseIndex:
-        import bm25s
-
-        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False, load_corpus=False))
+        return cls(_bm25s().BM25.load(str(folder), allow_pickle=False, show_progress=False, load_corpus=False))
 
     def scores(self, tokens: list[str]) -> np.ndarray:
         known = [t for t in tokens if t in self._vocab]

@@ -126,6 +126,7 @@ def test_stale_temp_folders_are_cleaned(make_corpus, tmp_path: Path) -> None:
     index = tmp_path / "index"
     build_index(corpus, index)
     (index / ".tmp-crashed").mkdir()
+    (index / ".tmp-crashed" / ".qa-build").write_text("a build that was killed", encoding="utf-8")
     (index / ".tmp-crashed" / "vectors.faiss").write_bytes(b"half")
     build_index(corpus, index, force=True)
     assert not (index / ".tmp-crashed").exists()
