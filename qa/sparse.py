@@ -19,6 +19,7 @@ def _bm25s():  # type: ignore[no-untyped-def]
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
 
+
 _TOKEN = re.compile(r"\w+")
 
 
