@@ -93,7 +93,7 @@ def test_bad_question_is_a_friendly_error_and_the_app_keeps_serving(
     assert "Traceback" not in str(raised.value)
     # The page shows it as a note in the chat (an error overlay once locked the page).
     session = Client(article_app, verbose=False)
-    messages, panel, status, typed = session.predict(question, api_name="/chat")
+    messages, *_ = session.predict(question, api_name="/chat")
     note, _ = rendered_text(messages[-1]["content"][0]["text"])
     assert messages[-1]["role"] == "assistant" and "Please check the question" in note
     assert message.lower() in note.lower()
