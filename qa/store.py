@@ -230,7 +230,7 @@ def write_folder(
     except OSError as exc:
         raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     try:
-        (tmp / BUILD_MARKER).write_text("a qa index build in progress\n", encoding="utf-8")
+        (tmp / BUILD_MARKER).write_text("made by a qa index build\n", encoding="utf-8")
         with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
             for d in documents:
                 f.write(json.dumps(d.__dict__, ensure_ascii=False) + "\n")
@@ -249,8 +249,11 @@ def write_folder(
         (tmp / "vector_keys.json").write_text(json.dumps(vector_keys), encoding="utf-8")
         sparse.save(tmp / "bm25")
         np.save(tmp / "sparse_rows.npy", sparse_rows.astype(np.int32), allow_pickle=False)
-        (tmp / BUILD_MARKER).unlink()
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != BUILD_MARKER  # the marker stays: a killed build is found by it
+        }
         manifest = Manifest(**{**manifest.to_dict(), "files": files})
         if started is not None:
             manifest = dataclasses.replace(
