@@ -244,6 +244,15 @@ def test_index_made_by_the_previous_release_is_still_an_index(make_corpus, tmp_p
     assert (index / ".qa-index").is_file()
 
 
+def test_the_projects_own_index_folder_is_an_index() -> None:
+    # A fresh clone's index/ holds only README.md and the marker: `make run` must build there.
+    from qa.store import is_index
+
+    from .conftest import ROOT
+
+    assert is_index(ROOT / "index")
+
+
 def test_empty_existing_folder_is_fine(make_corpus, tmp_path: Path) -> None:
     corpus, index = make_corpus(NEWS), tmp_path / "index"
     index.mkdir()
