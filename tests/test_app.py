@@ -190,3 +190,22 @@ def test_qa_serve_is_a_plugin_command_that_does_not_load_gradio_until_run() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "False"]
+
+
+def test_qa_serve_on_a_busy_port_names_the_port_and_the_option(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from qa.cli import main; main()", "serve", "--port", str(port),
+             "--index", str(tmp_path / "index")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "QA_PORT" in result.stderr
+    assert "GRADIO_SERVER_PORT" not in result.stderr and "Traceback" not in result.stderr

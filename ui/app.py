@@ -326,11 +326,11 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    _check_port(host, port)  # before loading anything: a taken port fails in a second, not after the model loads
     try:
         demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, watch=watch)
     except QAError as exc:
         raise UserError(str(exc)) from exc
-    _check_port(host, port)
     click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
     try:
         launch(demo, host=host, port=port, quiet=True)
