@@ -328,7 +328,7 @@ def claim(index: Path) -> None:
     if (index / MARKER).is_file():
         return
     if index.exists() and not index.is_dir():
-        raise IndexStateError(f"{index} is a file, not a folder; pick another --index folder")
+        raise IndexStateError(f"cannot write the index folder {index}: it is a file; pick another --index folder")
     ours = {LOCK, MARKER}
     if index.is_dir() and not is_index(index) and any(p.name not in ours for p in index.iterdir()):
         raise IndexStateError(
