@@ -296,6 +296,7 @@ def test_lock_timeout_gives_a_clear_message(make_corpus, tmp_path: Path, spawn) 
             _busy(index)
     assert proc.returncode == 2
     assert "another build" in err and "index.lock" in err and "Traceback" not in err
+    assert "waiting for another build" in err  # it said so while it waited
 
 
 def _busy(index: Path) -> None:

@@ -81,6 +81,19 @@ def test_prose_long_paragraph_is_still_split_at_sentences() -> None:
     assert {s.text for s in sentences} == {sentence.strip()}
 
 
+def test_a_megabyte_line_builds_and_its_splitting_is_logged(
+    make_corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Once about 15 minutes of splitting, holding the build lock, with nothing logged.
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    line = " ".join(words[i % len(words)] for i in range(190_000))  # 1.1 million characters, one line
+    corpus = make_corpus({**NEWS, "line.txt": line})
+    with caplog.at_level(logging.INFO, logger="qa"):
+        manifest = build_index(corpus, tmp_path / "index")
+    assert manifest.documents == 4
+    assert "splitting line.txt (1.0 MB)" in caplog.text  # MiB
+
+
 def test_file_over_the_size_limit_is_skipped_by_name(
     make_corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
