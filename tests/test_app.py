@@ -147,6 +147,20 @@ def test_uploads_and_oversized_requests_are_refused(article_app: str, client: Cl
     assert client.predict("Who is Carlos Ghosn?", api_name="/answer")["sources"]  # still serving
 
 
+def test_a_request_naming_a_file_is_refused(article_app: str, tmp_path: Path) -> None:
+    import httpx
+
+    # A chat history holding a file reference once made the server copy that file into its cache.
+    secret = Path.cwd() / ".pytest-secret.png"  # Gradio would serve files under the working directory
+    file_ref = {"path": str(secret), "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+    for data in (["Who is Carlos Ghosn?", [file_ref], 3], ["Who is Carlos Ghosn?", [{"content": [file_ref]}], 3]):
+        response = httpx.post(f"{article_app}gradio_api/call/answer", json={"data": data})
+        assert response.status_code == 400 and "only text" in response.text
+    # A question that merely mentions the name is text like any other.
+    response = httpx.post(f"{article_app}gradio_api/call/answer", json={"data": ["What is gradio.FileData?", [], 3]})
+    assert response.status_code == 200
+
+
 def test_status_line_after_an_answer_does_not_walk_the_corpus(article_app: str, monkeypatch) -> None:
     import time
 

@@ -1,13 +1,16 @@
 """Limits on what a client may send the web chat: no uploads, small request bodies.
 
 The app has no file input, so ``/gradio_api/upload`` is refused outright (it
-once accepted 60 MB from anyone); every other request body is capped at
-MAX_REQUEST_BYTES (a question is at most 2,000 characters), checked before the
-app reads it.
+once accepted 60 MB from anyone), and so is a request naming a file (a
+``gradio.FileData`` object anywhere in its JSON: a client-supplied chat
+history once made the server copy a file from disk into Gradio's cache).
+Every other request body is capped at MAX_REQUEST_BYTES (a question is at
+most 2,000 characters), checked before the app reads it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -58,6 +61,9 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if b"application/json" in headers.get(b"content-type", b"") and _names_a_file(body):
+            await _refuse(send, 400, "This app accepts only text; a request naming a file is refused.")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -68,6 +74,26 @@ class RequestLimits:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _names_a_file(body: bytes) -> bool:
+    """Whether a JSON body holds a Gradio file reference (``{"meta": {"_type": "gradio.FileData"}}``)."""
+    if b"gradio.FileData" not in body:
+        return False
+    try:
+        todo = [json.loads(body)]
+    except ValueError:
+        return False  # not JSON: the app rejects it itself
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            meta = value.get("meta")
+            if isinstance(meta, dict) and meta.get("_type") == "gradio.FileData":
+                return True
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return False
 
 
 async def _refuse(send: Send, status: int, text: str) -> None:
