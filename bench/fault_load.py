@@ -153,6 +153,7 @@ def main() -> int:
     replies: list[Reply] = []
     replies_lock = threading.Lock()
     stop = threading.Event()
+    build_seconds: list[float] = []  # each `qa index build` process, start to exit
     try:
         wait_for_page(url, server, timeout=120)
         clients = [Client(url, verbose=False) for _ in range(args.clients)]
@@ -197,8 +198,10 @@ def main() -> int:
                 n = rng.choice(sorted(live))
                 live[n] = f"K{n}-{rng.randrange(10**6):06d}"
                 (corpus / f"station-{n}.txt").write_text(station(n, live[n]), encoding="utf-8")
+            build_started = time.monotonic()
             version = build(corpus, index, env)
             builds.append(Build(time.monotonic(), version, deleted))
+            build_seconds.append(round(builds[-1].returned - build_started, 1))
             versions[version] = sentences_of(index, version)  # read now: later builds prune it
         stop.set()
         for t in threads:
@@ -238,6 +241,7 @@ def main() -> int:
         "clients": args.clients,
         "seconds": round(elapsed, 1),
         "rebuilds": len(builds) - 1,
+        "rebuild_seconds": build_seconds,
         "versions_answered": len({r.version for r in answered}),
         "requests": len(replies),
         "errors": len(errors),
