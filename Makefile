@@ -10,13 +10,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install index chromium bench lint clean
+.PHONY: run test screenshot install index chromium bench lint clean
 
 run: install index
 	$(BIN)/qa serve
 
 test: install chromium
 	$(BIN)/pytest -q
+
+# docs/screenshot.png is tracked: only this target rewrites it (the browser test reads QA_SCREENSHOT).
+screenshot: install chromium
+	QA_SCREENSHOT=1 $(BIN)/pytest -q tests/test_browser.py -k highlighted
 
 install: $(STAMP)
 

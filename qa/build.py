@@ -182,6 +182,10 @@ def build_index(
     if not corpus.is_dir():
         raise CorpusError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
     started = time.perf_counter()
+    try:
+        store.claim(index)  # before the lock file: refuse a user's folder without writing into it
+    except OSError as exc:
+        raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     with store.build_lock(index):
         store.prune(index)
         status = index_status(corpus, index, model=model)
@@ -206,6 +210,7 @@ def _no_op(manifest: Manifest, started: float) -> Manifest:
     report = {
         "noop": True, "added": 0, "changed": 0, "renamed": 0, "removed": 0,
         "unchanged": len(manifest.sources) - len(skipped), "skipped": skipped,
+        "skipped_reasons": dict(manifest.build.get("skipped_reasons", {})),
         "embedded": 0, "reused": 0, "sentences_embedded": 0, "sentences_reused": 0,
         "seconds": round(time.perf_counter() - started, 3),
     }  # fmt: skip
@@ -283,14 +288,21 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     views: list[tuple[int, str]] = []
     report: dict[str, Any] = {"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0}
     report["skipped"] = []
+    reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
     sources: dict[str, str] = {}
     split_started = time.perf_counter()
-    for doc_id, path in corpus_files(corpus):
+    files = corpus_files(corpus)
+    progress_at = time.monotonic() + 2.0
+    for n, (doc_id, path) in enumerate(files, 1):
+        if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
+            log.info("reading %d/%d files: %s", n, len(files), doc_id)
+            progress_at = time.monotonic() + 2.0
         try:
             sha = file_hash(path)  # index_status just hashed it: usually remembered
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
             report["skipped"].append(doc_id)
+            reasons[doc_id] = exc.strerror or str(exc)
             continue
         # A file we skip is still recorded in ``sources`` so that the index is
         # fresh until it changes (otherwise it would look "added" forever).
@@ -305,7 +317,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
             if source_id != doc_id:
                 doc_sentences = [dataclasses.replace(s, doc=doc_id) for s in doc_sentences]
         else:
-            doc = read_document(doc_id, path)
+            doc = read_document(doc_id, path, skipped=reasons)
             if doc is None:
                 report["skipped"].append(doc_id)
                 continue
@@ -316,6 +328,9 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         sentences.extend(doc_sentences)
         views.extend((offset + i, text) for i, text in embedding_views(stored.title, doc_sentences))
     report["split_seconds"] = round(time.perf_counter() - split_started, 3)
+    # A skipped file whose bytes did not change is not read again: its reason comes from the last build.
+    old_reasons = old.manifest.build.get("skipped_reasons", {}) if old is not None else {}
+    report["skipped_reasons"] = {d: reasons.get(d) or old_reasons.get(d) or "unreadable" for d in report["skipped"]}
     _count_files(report, old_sources, sources, [d.id for d in documents])
     if not documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable .txt or .md files")

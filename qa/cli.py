@@ -46,6 +46,21 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise UserError(str(exc)) from exc
 
 
+def shown(name: str) -> str:
+    """A file name on one line: newlines, control characters and undecodable bytes as escapes.
+
+    >>> shown("a\nb.txt")
+    'a\\nb.txt'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
+def _skipped_lines(report: dict[str, Any]) -> list[str]:
+    """``skipped NAME: REASON`` for each file a build did not index (older reports have no reasons)."""
+    reasons = report.get("skipped_reasons") or {}
+    return [f"skipped {shown(d)}: {reasons.get(d, 'unreadable')}" for d in report.get("skipped", [])]
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -115,7 +130,7 @@ def ask(question: str, k: int, history: tuple[str, ...], index: Path, as_json: b
     if result.sources:
         click.echo(label)
     for rank, s in enumerate(result.sources, 1):
-        click.echo(f"[{rank}] {s.doc} chars {s.start}-{s.end} (score {s.score:.3f})")
+        click.echo(f"[{rank}] {shown(s.doc)} chars {s.start}-{s.end} (score {s.score:.3f})")
         click.echo(f"    {' '.join(s.text.split())}")
 
 
@@ -142,8 +157,8 @@ def build(corpus: Path, index: Path, force: bool, as_json: bool) -> None:
     )
     if manifest.build:
         click.echo(_report_line(manifest.build))
-        for skipped in manifest.build.get("skipped", []):
-            click.echo(f"skipped unreadable file: {skipped}")
+        for line in _skipped_lines(manifest.build):
+            click.echo(line)
 
 
 def _build_json(manifest: Any) -> dict[str, Any]:
@@ -189,8 +204,8 @@ def watch(corpus: Path, index: Path, debounce_ms: int, as_json: bool) -> None:
         else:
             stamp = datetime.now().strftime("%H:%M:%S")
             click.echo(f"{stamp} rebuilt {index} version {manifest.version}: {_report_line(manifest.build)}")
-            for skipped in manifest.build.get("skipped", []):
-                click.echo(f"{stamp} skipped unreadable file: {skipped}")
+            for line in _skipped_lines(manifest.build):
+                click.echo(f"{stamp} {line}")
 
     def failed(exc: Exception) -> None:
         click.echo(f"rebuild failed (the previous index stays live): {exc}", err=True)
@@ -231,7 +246,7 @@ def status(corpus: Path, index: Path, as_json: bool) -> None:
             click.echo(f"built {m.built_at}: {m.documents} documents, {m.sentences} sentences, model {m.model}")
         for name, files in (("added", st.added), ("changed", st.changed), ("removed", st.removed)):
             for f in files:
-                click.echo(f"  {name}: {f}")
+                click.echo(f"  {name}: {shown(f)}")
     sys.exit(0 if st.fresh else 1)
 
 

@@ -21,7 +21,13 @@ from qa.types import CorpusError, Document, Passage, Sentence
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md")
-SPLITTER = {"name": "pysbd", "version": 2}  # bump when splitting changes
+SPLITTER = {"name": "pysbd", "version": 3}  # bump when splitting changes
+# pysbd is quadratic on text without sentence punctuation (100 KB took 8.7 s,
+# 1 MB about 15 minutes): it only ever sees pieces this long, cut at a sentence
+# end, a line break or a space (2,000 characters split in ~10 ms).
+MAX_SPLIT_CHARS = 2000
+# Larger files are skipped with a message naming them (README "Guarantees and limits").
+MAX_FILE_BYTES = 10 * 1024 * 1024
 
 # A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -31,6 +37,21 @@ _WORD = re.compile(r"[^\W\d_]{2,}")
 _PLACEHOLDER = re.compile(r"%[sd]|\{\d*\}|\{\{|\}\}")
 _CLOSERS = "\"'”’»)]"
 _TERMINAL = ".!?…"
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*\s")
+_BOMS = (  # longest first: a UTF-32-LE BOM starts like a UTF-16-LE one
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+# (path, reason) pairs already warned about: a corpus walk runs on every status check.
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: str, reason: str) -> None:
+    if (path, reason) not in _warned:
+        _warned.add((path, reason))
+        log.warning("skipping %s: %s", path, reason)
 
 
 class UnreadableFileError(CorpusError):
@@ -48,14 +69,23 @@ def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
         raise CorpusError(f"corpus folder {str(root)!r} does not exist or is not a folder")
     real_root = root.resolve()
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unlistable(exc: OSError) -> None:  # os.walk skips these silently otherwise
+        _warn_once(str(exc.filename), f"cannot list this folder ({exc.strerror or exc})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=False):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if name.startswith(".") or not name.lower().endswith(SUFFIXES):
                 continue
             path = Path(dirpath) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-                log.warning("skipping %s: symlink points outside the corpus", path)
+            try:
+                outside = path.is_symlink() and not path.resolve().is_relative_to(real_root)
+            except OSError as exc:  # a link loop, a path over the system's length limit
+                _warn_once(str(path), exc.strerror or str(exc))
+                continue
+            if outside:
+                _warn_once(f"{path} -> {os.readlink(path)}", "symlink points outside the corpus")
                 continue
             found.append((path.relative_to(root).as_posix(), path))
     found.sort(key=lambda item: item[0])
@@ -63,11 +93,19 @@ def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
 
 
 def decode(raw: bytes, name: str) -> tuple[str, str]:
-    """Decode file bytes: UTF-8 (BOM or not), else cp1252, else Latin-1.
+    """Decode file bytes: UTF-16/32 with a BOM, UTF-8 (BOM or not), else cp1252, else Latin-1.
 
     Raises UnreadableFileError for bytes that are not text (NULs or many
     control characters).
     """
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return _check_text(raw.decode(codec), name), codec  # the BOM is dropped
+            except UnicodeDecodeError as exc:
+                raise UnreadableFileError(
+                    f"{name} starts with a {codec.upper()} byte-order mark but is not {codec.upper()} ({exc.reason})"
+                ) from None
     try:
         text, encoding = raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
@@ -78,10 +116,14 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
             except UnicodeDecodeError:
                 continue
         log.warning("%s is not UTF-8; read it as %s", name, encoding)
+    return _check_text(text, name), encoding
+
+
+def _check_text(text: str, name: str) -> str:
     controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
     if "\x00" in text or controls > max(2, len(text) // 100):
         raise UnreadableFileError(f"{name} is not a text file (binary content)")
-    return text, encoding
+    return text
 
 
 def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:
@@ -95,18 +137,37 @@ def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:
             yield doc
 
 
-def read_document(doc_id: str, path: Path) -> Document | None:
-    """Read one file; None (with a logged warning) when it cannot be used."""
+def read_document(doc_id: str, path: Path, *, skipped: dict[str, str] | None = None) -> Document | None:
+    """Read one file; None (with a logged warning) when it cannot be used.
+
+    ``skipped`` (if given) gets ``doc_id -> reason`` for a file that is not used:
+    "empty", "binary content", "over the 10 MB file size limit", or the system's error.
+    """
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            reason = f"{size / 2**20:.1f} MB is over the {MAX_FILE_BYTES // 2**20} MB file size limit"
+            log.warning("skipping %s: %s", doc_id, reason)
+            if skipped is not None:
+                skipped[doc_id] = reason
+            return None
         raw = path.read_bytes()
         text, encoding = decode(raw, doc_id)
     except (OSError, UnreadableFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, UnreadableFileError) and "binary content" in reason:
+            reason = "binary content, not text"
         log.warning("skipping %s: %s", doc_id, reason)
+        if skipped is not None:
+            skipped[doc_id] = reason
         return None
     if not text.strip():
         log.info("skipping %s: empty", doc_id)
+        if skipped is not None:
+            skipped[doc_id] = "empty"
         return None
+    if size > 1 << 20:  # splitting a big file takes seconds: say which one
+        log.info("splitting %s (%.1f MB)", doc_id, size / 2**20)
     return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding)
 
 
@@ -161,8 +222,35 @@ def _blocks(text: str, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         yield block_start, end, False
 
 
+def _bounded_pieces(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Cut ``text[start:end]`` into pieces of at most MAX_SPLIT_CHARS for pysbd.
+
+    A cut goes after the last sentence end in the second half of the piece,
+    else at its last line break, else its last whitespace, else anywhere.
+    """
+    while end - start > MAX_SPLIT_CHARS:
+        lo, hi = start + MAX_SPLIT_CHARS // 2, start + MAX_SPLIT_CHARS
+        window = text[lo:hi]
+        ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+        if ends:
+            cut = lo + ends[-1]
+        elif (nl := window.rfind("\n")) >= 0:
+            cut = lo + nl + 1
+        else:
+            spaces = [i for i, c in enumerate(window) if c.isspace()]
+            cut = lo + spaces[-1] + 1 if spaces else hi
+        yield start, cut
+        start = cut
+    yield start, end
+
+
 def _sentence_spans(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """Sentence spans inside ``text[start:end]`` found by pysbd."""
+    """Sentence spans inside ``text[start:end]`` found by pysbd, in bounded pieces."""
+    for piece_start, piece_end in _bounded_pieces(text, start, end):
+        yield from _pysbd_spans(text, piece_start, piece_end)
+
+
+def _pysbd_spans(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     chunk = text[start:end]
     cursor = 0
     for seg in _segmenter().segment(chunk):

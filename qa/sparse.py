@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each build at DEBUG
+
+
+def _bm25s():  # type: ignore[no-untyped-def]
+    import bm25s
+
+    # bm25s sets its logger to DEBUG when imported and logs every build: quiet it after that.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
 
 _TOKEN = re.compile(r"\w+")
 STOPWORDS_FILE = "stopwords.json"
@@ -26,9 +34,7 @@ def _stemmer():  # type: ignore[no-untyped-def]
 
 @lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN_PLUS
-
-    return frozenset(STOPWORDS_EN_PLUS)
+    return frozenset(_bm25s().stopwords.STOPWORDS_EN_PLUS)
 
 
 def tokenize(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
@@ -64,10 +70,8 @@ class SparseIndex:
 
     @classmethod
     def build(cls, texts: list[str]) -> SparseIndex:
-        import bm25s
-
         stopwords = _stopwords()
-        bm25 = bm25s.BM25(method="lucene")
+        bm25 = _bm25s().BM25(method="lucene")
         corpus = [tokenize(t, stopwords) or [""] for t in texts]
         bm25.index(corpus, show_progress=False)
         scores = bm25.scores

@@ -16,6 +16,14 @@ Layout of an index folder::
 
 A build writes a ``.tmp-*`` folder, renames it to ``v-<version>`` and then
 replaces ``CURRENT``; a reader either sees the old version or the new one.
+
+The index deletes only what it created: ``.qa-index`` in the root marks the
+folder as an index (written by the first build; a folder with ``CURRENT`` or a
+``v-*/manifest.json`` made by an earlier release counts too), a ``.tmp-*``
+folder is removed only when it holds the ``.qa-build`` marker a build writes
+first, and a ``v-*`` folder only when its name is a build's
+(``v-YYYYMMDDTHHMMSS-xxxxxxxx``) and it holds a manifest. A build refuses a
+non-empty folder that is not an index.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,6 +53,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 LOCK = "index.lock"
+MARKER = ".qa-index"  # in the index root: this folder is an index
+BUILD_MARKER = ".qa-build"  # in a temp folder: a build made it
+_VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{8}")
+_CURRENT_TMP = re.compile(rf"\.{CURRENT}\.\d+\.tmp")
 LOCK_TIMEOUT = 600.0  # seconds; $QA_LOCK_TIMEOUT overrides
 
 
@@ -166,7 +179,7 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
         vector_keys = json.loads((folder / "vector_keys.json").read_text(encoding="utf-8"))
         sparse = SparseIndex.load(folder / "bm25")
         sparse_rows = np.load(folder / "sparse_rows.npy", allow_pickle=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
         raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
     if vectors.ntotal != len(vector_sentence) or len(sentences) != manifest.sentences:
         raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
@@ -212,11 +225,12 @@ def write_folder(
     import faiss
 
     try:
-        index.mkdir(parents=True, exist_ok=True)
+        claim(index)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=index))
     except OSError as exc:
         raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     try:
+        (tmp / BUILD_MARKER).write_text("made by a qa index build\n", encoding="utf-8")
         with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
             for d in documents:
                 f.write(json.dumps(d.__dict__, ensure_ascii=False) + "\n")
@@ -235,7 +249,11 @@ def write_folder(
         (tmp / "vector_keys.json").write_text(json.dumps(vector_keys), encoding="utf-8")
         sparse.save(tmp / "bm25")
         np.save(tmp / "sparse_rows.npy", sparse_rows.astype(np.int32), allow_pickle=False)
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != BUILD_MARKER  # the marker stays: a killed build is found by it
+        }
         manifest = Manifest(**{**manifest.to_dict(), "files": files})
         if started is not None:
             manifest = dataclasses.replace(
@@ -268,16 +286,60 @@ def prune(index: Path, keep: int = 2) -> None:
         log.warning("%s; keeping every version folder", exc)
         live, keep = None, 1 << 30
     for tmp in index.glob(".tmp-*"):
-        log.info("removing unfinished build %s", tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if (tmp / BUILD_MARKER).is_file() and not tmp.is_symlink():
+            log.info("removing unfinished build %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     for tmp in index.glob(f".{CURRENT}.*.tmp"):  # _replace_text killed before its rename
-        tmp.unlink(missing_ok=True)
+        if _CURRENT_TMP.fullmatch(tmp.name) and tmp.is_file():
+            tmp.unlink(missing_ok=True)
     # Version names start with the build time, so name order is build order
     # (a folder's mtime is not: renaming it into place does not touch it).
-    versions = sorted((p for p in index.glob("v-*") if p != live), key=lambda p: p.name, reverse=True)
+    versions = sorted(
+        (p for p in index.glob("v-*") if p != live and _is_version(p)), key=lambda p: p.name, reverse=True
+    )
     for old in versions[max(keep - 1, 0) :]:
         log.info("removing old index version %s", old)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_version(folder: Path) -> bool:
+    """A version folder a build made: its name and a manifest (never a user's ``v-0001-backup``)."""
+    return (
+        _VERSION_NAME.fullmatch(folder.name) is not None
+        and not folder.is_symlink()
+        and (folder / "manifest.json").is_file()
+    )
+
+
+def is_index(index: Path) -> bool:
+    """Whether ``index`` holds an index: the marker, or what an earlier release left (CURRENT, versions)."""
+    if (index / MARKER).is_file() or (index / CURRENT).is_file():
+        return True
+    return any(_is_version(p) for p in index.glob("v-*"))
+
+
+def claim(index: Path) -> None:
+    """Make ``index`` an index folder, or refuse one that holds someone else's files.
+
+    A missing or empty folder gets the marker; an index made by an earlier
+    release gets it too. Anything else raises IndexStateError and nothing in it
+    is touched.
+    """
+    if (index / MARKER).is_file():
+        return
+    if index.exists() and not index.is_dir():
+        raise IndexStateError(f"cannot write the index folder {index}: it is a file; pick another --index folder")
+    ours = {LOCK, MARKER}
+    if index.is_dir() and not is_index(index) and any(p.name not in ours for p in index.iterdir()):
+        raise IndexStateError(
+            f"{index} is not empty and is not a qa index; refusing to build there, "
+            "pick an empty or new folder for --index"
+        )
+    index.mkdir(parents=True, exist_ok=True)
+    (index / MARKER).write_text(
+        "This folder is a qa index. qa removes only the v-* and .tmp-* folders it created here.\n",
+        encoding="utf-8",
+    )
 
 
 @contextlib.contextmanager
@@ -293,7 +355,13 @@ def build_lock(index: Path, timeout: float | None = None) -> Iterator[None]:
     lock = FileLock(str(index / LOCK))
     try:
         index.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=timeout)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning(
+                "waiting for another build of %s to finish (it holds %s; up to %.0f s)", index, index / LOCK, timeout
+            )
+            lock.acquire(timeout=timeout)
     except Timeout as exc:  # a TimeoutError, so an OSError: caught first
         raise IndexBusyError(
             f"another build of {index} has held {index / LOCK} for over {timeout:.0f} s; "

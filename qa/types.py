@@ -141,6 +141,36 @@ class Manifest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Any) -> Manifest:
+        """The manifest in ``data`` (parsed JSON); ValueError naming the first field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a manifest is a JSON object, not {type(data).__name__}")
+        known = {k: v for k, v in data.items() if k in _MANIFEST_SCHEMA}
+        for name, kind in _MANIFEST_SCHEMA.items():
+            if name not in known:
+                if name in ("build", "encoder"):  # older manifests lack them
+                    continue
+                raise ValueError(f"field {name!r} is missing")
+            value = known[name]
+            # bool is an int in Python, but never a valid count or version here
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"field {name!r} is {type(value).__name__}, not {kind.__name__}")
+        for name in ("sources", "files"):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in known[name].items()):
+                raise ValueError(f"field {name!r} must map names to checksum strings")
+        build = known.get("build", {})
+        skipped = build.get("skipped", [])
+        reasons = build.get("skipped_reasons", {})
+        if not (isinstance(skipped, list) and all(isinstance(d, str) for d in skipped) and isinstance(reasons, dict)):
+            raise ValueError("field 'build' has a malformed list of skipped files")
+        export = known.get("encoder", {}).get("export")
+        if export is not None and not isinstance(export, str):
+            raise ValueError("field 'encoder' names its export with something that is not text")
+        return cls(**known)
+
+
+_MANIFEST_SCHEMA: dict[str, type] = {
+    "format_version": int, "version": str, "built_at": str, "model": str, "dimension": int, "corpus": str,
+    "settings": dict, "sources": dict, "files": dict, "documents": int, "sentences": int, "vectors": int,
+    "build": dict, "encoder": dict,
+}  # fmt: skip

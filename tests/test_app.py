@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,14 +86,94 @@ def test_off_topic_question_abstains_without_highlighting_an_answer(client: Clie
     [("   ", "The question is empty"), ("why " * (MAX_QUESTION_CHARS // 3), "the limit is 2,000")],
 )
 def test_bad_question_is_a_friendly_error_and_the_app_keeps_serving(
-    client: Client, question: str, message: str
+    client: Client, article_app: str, question: str, message: str
 ) -> None:
     with pytest.raises(AppError, match=message) as raised:
         client.predict(question, api_name="/answer")
     assert "Traceback" not in str(raised.value)
-    with pytest.raises(AppError, match=message):
-        client.predict(question, api_name="/chat")
+    # The page shows it as a note in the chat (an error overlay once locked the page).
+    session = Client(article_app, verbose=False)
+    messages, *_ = session.predict(question, api_name="/chat")
+    note, _ = rendered_text(messages[-1]["content"][0]["text"])
+    assert messages[-1]["role"] == "assistant" and "Please check the question" in note
+    assert message.lower() in note.lower()
     assert client.predict("Who is Carlos Ghosn?", api_name="/answer")["sources"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("Who is Carlos Ghosn?", [], "3"), "got '3'"),
+        (("Who is Carlos Ghosn?", [], 0), "The number of sources (k) must be"),
+    ],
+)
+def test_api_errors_are_plain_sentences(client: Client, args: tuple, message: str) -> None:
+    with pytest.raises(AppError) as raised:
+        client.predict(*args, api_name="/answer")
+    assert message in str(raised.value) and "&#x27;" not in str(raised.value)
+
+
+@pytest.mark.parametrize("data", [["Who is Carlos \\udcff Ghosn?", [], 3], ["Where is it built?", ["lone \\ud800"], 3]])
+def test_api_question_that_is_not_valid_text_gets_its_message(article_app: str, data: list) -> None:
+    import httpx
+
+    # JSON may escape a lone surrogate (gradio_client cannot send one): raw HTTP, as a script would.
+    body = json.dumps({"data": data}).replace("\\\\u", "\\u")
+    posted = httpx.post(
+        f"{article_app}gradio_api/call/answer", content=body, headers={"content-type": "application/json"}
+    )
+    event_id = posted.json()["event_id"]
+    stream = httpx.get(f"{article_app}gradio_api/call/answer/{event_id}", timeout=60).text
+    assert "event: error" in stream and "not valid text" in stream, stream
+
+
+def test_chat_endpoint_takes_only_the_question(client: Client) -> None:
+    # A client-supplied chat history once made the server open a file named in it.
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/chat"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == ["question"]
+
+
+def test_uploads_and_oversized_requests_are_refused(article_app: str, client: Client) -> None:
+    import httpx
+
+    upload = httpx.post(f"{article_app}gradio_api/upload", files={"files": ("a.png", b"x" * 1000)})
+    assert upload.status_code == 403
+    big = b'{"data": ["' + b"x" * (2 << 20) + b'"]}'
+    for body in (big, iter([big[i : i + 65536] for i in range(0, len(big), 65536)])):  # sized, then chunked
+        response = httpx.post(
+            f"{article_app}gradio_api/call/answer", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
+    assert client.predict("Who is Carlos Ghosn?", api_name="/answer")["sources"]  # still serving
+
+
+def test_a_request_naming_a_file_is_refused(article_app: str, tmp_path: Path) -> None:
+    import httpx
+
+    # A chat history holding a file reference once made the server copy that file into its cache.
+    secret = Path.cwd() / ".pytest-secret.png"  # Gradio would serve files under the working directory
+    file_ref = {"path": str(secret), "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+    for data in (["Who is Carlos Ghosn?", [file_ref], 3], ["Who is Carlos Ghosn?", [{"content": [file_ref]}], 3]):
+        response = httpx.post(f"{article_app}gradio_api/call/answer", json={"data": data})
+        assert response.status_code == 400 and "only text" in response.text
+    # A question that merely mentions the name is text like any other.
+    response = httpx.post(f"{article_app}gradio_api/call/answer", json={"data": ["What is gradio.FileData?", [], 3]})
+    assert response.status_code == 200
+
+
+def test_status_line_after_an_answer_does_not_walk_the_corpus(article_app: str, monkeypatch) -> None:
+    import time
+
+    import qa.build
+
+    walks = []
+    real = qa.build.scan_sources
+    monkeypatch.setattr(qa.build, "scan_sources", lambda corpus: walks.append(corpus) or real(corpus))
+    session = Client(article_app, verbose=False)
+    session.predict("Who is Carlos Ghosn?", api_name="/chat")
+    time.sleep(2.1)  # it used to walk the corpus again once a comparison was 2 s old
+    _, _, status, _ = session.predict("How many vehicles did Mitsubishi sell in Southeast Asia?", api_name="/chat")
+    assert walks == [] and "fresh" in status
 
 
 def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app: str) -> None:
@@ -123,3 +204,22 @@ def test_qa_serve_is_a_plugin_command_that_does_not_load_gradio_until_run() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "False"]
+
+
+def test_qa_serve_on_a_busy_port_names_the_port_and_the_option(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from qa.cli import main; main()", "serve", "--port", str(port),
+             "--index", str(tmp_path / "index")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "QA_PORT" in result.stderr
+    assert "GRADIO_SERVER_PORT" not in result.stderr and "Traceback" not in result.stderr

@@ -63,7 +63,7 @@ def test_ask_json(article_index: Path) -> None:
     ("args", "message"),
     [
         (["ask", "   "], "the question is empty"),
-        (["ask", "ok?", "-k", "99"], "k must be a whole number from 1 to 20"),
+        (["ask", "ok?", "-k", "99"], "sources (k) must be a whole number from 1 to 20"),
         (["index", "build", "--corpus", "/nonexistent/corpus"], "does not exist"),
     ],
 )

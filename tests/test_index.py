@@ -93,14 +93,14 @@ def test_truncated_manifest_is_reported_by_name(make_corpus, tmp_path: Path) -> 
     assert status.state == "corrupted" and "manifest.json" in status.reason
 
 
-def test_killed_build_leaves_previous_index_whole(make_corpus, tmp_path: Path) -> None:
+def test_killed_build_leaves_previous_index_whole(make_corpus, tmp_path: Path, spawn) -> None:
     sentences = " ".join(f"Fact number {i} says the river {i} is {i * 3} metres deep." for i in range(3000))
     corpus = make_corpus({"small.txt": "The lighthouse keeper lives on the northern island."})
     index = tmp_path / "index"
     before = build_index(corpus, index)
     (corpus / "big.txt").write_text(sentences, encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "qa.cli", "-v", "index", "build", "--corpus", str(corpus), "--index", str(index)],
         env=env,
         stderr=subprocess.PIPE,
@@ -126,6 +126,7 @@ def test_stale_temp_folders_are_cleaned(make_corpus, tmp_path: Path) -> None:
     index = tmp_path / "index"
     build_index(corpus, index)
     (index / ".tmp-crashed").mkdir()
+    (index / ".tmp-crashed" / ".qa-build").write_text("a build that was killed", encoding="utf-8")
     (index / ".tmp-crashed" / "vectors.faiss").write_bytes(b"half")
     build_index(corpus, index, force=True)
     assert not (index / ".tmp-crashed").exists()

@@ -248,8 +248,8 @@ def test_build_killed_at_any_point_leaves_previous_index_usable(stage: str, make
 # --- concurrent builds -------------------------------------------------------------
 
 
-def _build_cli(corpus: Path, index: Path, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+def _build_cli(spawn, corpus: Path, index: Path, **env: str) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    return spawn(
         [
             sys.executable,
             "-m",
@@ -269,12 +269,12 @@ def _build_cli(corpus: Path, index: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def test_concurrent_builds_wait_then_the_second_is_a_no_op(make_corpus, tmp_path: Path) -> None:
+def test_concurrent_builds_wait_then_the_second_is_a_no_op(make_corpus, tmp_path: Path, spawn) -> None:
     corpus, index = make_corpus(NEWS), tmp_path / "index"
     before = build_index(corpus, index)
     (corpus / "birds.txt").rename(corpus / "swifts.txt")
     with build_lock(index):  # both builds start while a third holds the lock
-        procs = [_build_cli(corpus, index) for _ in range(2)]
+        procs = [_build_cli(spawn, corpus, index) for _ in range(2)]
         time.sleep(1.5)
         assert all(p.poll() is None for p in procs), "a build did not wait for the lock"
     outputs = [p.communicate(timeout=120) for p in procs]
@@ -287,15 +287,16 @@ def test_concurrent_builds_wait_then_the_second_is_a_no_op(make_corpus, tmp_path
     }  # fmt: skip
 
 
-def test_lock_timeout_gives_a_clear_message(make_corpus, tmp_path: Path) -> None:
+def test_lock_timeout_gives_a_clear_message(make_corpus, tmp_path: Path, spawn) -> None:
     corpus, index = make_corpus(NEWS), tmp_path / "index"
     with build_lock(index):
-        proc = _build_cli(corpus, index, QA_LOCK_TIMEOUT="0.5")
+        proc = _build_cli(spawn, corpus, index, QA_LOCK_TIMEOUT="0.5")
         _, err = proc.communicate(timeout=60)
         with pytest.raises(IndexBusyError, match=r"index\.lock"):
             _busy(index)
     assert proc.returncode == 2
     assert "another build" in err and "index.lock" in err and "Traceback" not in err
+    assert "waiting for another build" in err  # it said so while it waited
 
 
 def _busy(index: Path) -> None:

@@ -190,3 +190,23 @@ def test_panel_html_escapes_document_names() -> None:
     source = Source('<b onmouseover="x">.txt', 0, 3, "Hi.", 0.5, 0, 3)
     page = render.panel_html(render.panel(Answer("q", "Hi. [1]", False, [source]), lambda s: "Hi."))
     assert html.escape('<b onmouseover="x">.txt') in page and "<b " not in page
+
+
+def test_long_passage_is_shown_as_a_window_around_the_cited_sentence() -> None:
+    # A file without blank lines is one passage; the panel shows a few sentences around the answer.
+    filler = [f"Line {i} of the ship's log records calm seas and a steady wind." for i in range(700)]
+    cited = "The lookout sighted the lighthouse at dawn on the ninth day."
+    text = "\n".join([*filler[:400], cited, *filler[400:]])  # ~44 KB, no blank line
+    source = Source("log.txt", text.index(cited), text.index(cited) + len(cited), cited, 0.9, 0, len(text))
+    answer = Answer("When was the lighthouse sighted?", cited + " [1]", False, [source], 0.9)
+    item = render.panel(answer, lambda s: text).sources[0]
+    assert item.passage[item.highlight_start : item.highlight_end] == cited
+    assert len(item.passage) <= 2 * render.CONTEXT_CHARS + len(cited) + 4
+    assert item.passage.startswith("… Line ") and item.passage.endswith("wind. …")
+    assert item.passage.count("ship's log") >= 4  # a few whole sentences each side
+    parsed = parse(render.panel_html(render.panel(answer, lambda s: text)))
+    assert parsed.ranked[1] == ("answer", cited)
+
+
+def test_short_passage_is_shown_whole() -> None:
+    assert render.passage_window("One. Two. Three.", 5, 9) == ("One. Two. Three.", 5, 9)

@@ -116,10 +116,10 @@ def test_watcher_catches_up_at_start_and_survives_a_failed_rebuild(make_corpus, 
         assert Engine(index, corpus).answer("When is the bell rung?").sources[0].doc == "harbour.txt"
 
 
-def test_cli_watch_prints_a_line_per_rebuild_and_exits_0_on_ctrl_c(make_corpus, tmp_path: Path) -> None:
+def test_cli_watch_prints_a_line_per_rebuild_and_exits_0_on_ctrl_c(make_corpus, tmp_path: Path, spawn) -> None:
     corpus, index = make_corpus(DOCS), tmp_path / "index"
     build_index(corpus, index)
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "qa.cli", "index", "watch", "--corpus", str(corpus), "--index", str(index),
          "--debounce-ms", "200"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -10,8 +10,8 @@ index load once, in :func:`build_app`, before the app serves anyone.
 
 from __future__ import annotations
 
-import html
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -59,6 +59,12 @@ CSS = """
 #qa-status { font-size: 0.85rem; }
 """
 
+# The side panel can be long: bring the first cited sentence into view after each answer.
+SCROLL_TO_HIGHLIGHT = """() => {
+  const mark = document.querySelector('#qa-sources mark.answer, #qa-sources mark.closest');
+  if (mark) mark.scrollIntoView({block: 'center', behavior: 'instant'});
+}"""
+
 
 def _offline_environment() -> None:
     """Nothing may reach the network: no analytics, no version check, no model hub."""
@@ -86,15 +92,21 @@ class ChatService:
         document = self.engine.retriever().data.documents.get(source.doc)
         return document.text[source.passage_start : source.passage_end] if document else source.text
 
-    def status(self) -> dict[str, Any]:
-        """The live index: counts, build time, version, and whether it still matches the corpus."""
-        s = self.engine.status(max_age=2.0)  # asked after every answer: walk the corpus at most every 2 s
+    def status(self, *, after_answer: bool = False) -> dict[str, Any]:
+        """The live index: counts, build time, version, and whether it still matches the corpus.
+
+        After an answer the corpus is not walked again (it cost 150 ms on 5,000
+        files): the comparison made for this index version is reused; a rebuild
+        (by the watcher or anyone) makes a new version and a new comparison.
+        Opening the page compares afresh (at most every 2 s).
+        """
+        s = self.engine.status(max_age=math.inf if after_answer else 2.0)
         if s["swapping"]:
             s["state"], s["reason"] = "stale", "a newer index version is loading"
         return s
 
-    def status_markdown(self) -> str:
-        s = self.status()
+    def status_markdown(self, *, after_answer: bool = False) -> str:
+        s = self.status(after_answer=after_answer)
         try:
             built = datetime.fromisoformat(s["built_at"]).strftime("%Y-%m-%d %H:%M UTC")
         except ValueError:
@@ -165,28 +177,43 @@ def build_app(
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
+        """The answer, or gr.Error with the one-sentence message (an API client's AppError).
+
+        The message is plain text: only API clients get it (the page shows errors inline).
+        """
         try:
             return service.ask(question, history=history, k=k)
         except QuestionError as exc:
-            raise gr.Error(
-                html.escape(_friendly(exc)), title="Please check the question", print_exception=False
-            ) from exc
+            raise gr.Error(_friendly(exc), title="Please check the question", print_exception=False) from exc
         except QAError as exc:
             log.error("could not answer: %s", exc)
-            raise gr.Error(html.escape(_friendly(exc)), title="The index is not available") from exc
+            raise gr.Error(_friendly(exc), title="The index is not available", print_exception=False) from exc
 
     def respond(
         question: str, chat: list[dict[str, Any]] | None, asked: list[str] | None
-    ) -> tuple[list[dict[str, Any]], str, str, list[str], str]:
+    ) -> tuple[list[dict[str, Any]], Any, Any, list[str], Any, list[dict[str, Any]]]:
+        # ``chat`` is server-side state, never the client's copy of the chat: a client-supplied
+        # history once made the server open a file named in it.
         asked = list(asked or [])
-        result = ask_or_explain(question, asked, k)
+        chat = list(chat or [])
+        try:
+            result = service.ask(question, history=asked, k=k)
+        except QAError as exc:
+            # An inline note, not gr.Error: its overlay covered the chat, the question box and
+            # the panel until closed. Panel, status and the typed question stay as they were.
+            if not isinstance(exc, QuestionError):
+                log.error("could not answer: %s", exc)
+            title = "Please check the question" if isinstance(exc, QuestionError) else "The index is not available"
+            note = f"**{title}:** {render.escape_markdown(_friendly(exc))}"
+            chat = [*chat, {"role": "assistant", "content": note}]
+            return chat, gr.skip(), gr.skip(), asked, gr.skip(), chat
         chat = [
-            *(chat or []),
+            *chat,
             {"role": "user", "content": render.chat_question(question)},
             {"role": "assistant", "content": render.chat_reply(result)},
         ]
         panel = render.panel_html(render.panel(result, service.passage_text))
-        return chat, panel, service.status_markdown(), [*asked, question.strip()], ""
+        return chat, panel, service.status_markdown(after_answer=True), [*asked, question.strip()], "", chat
 
     def answer(question: str, history: list[str] | None = None, k: int = 3) -> dict[str, Any]:
         """Answer a question from the indexed sources.
@@ -197,13 +224,14 @@ def build_app(
         """
         return ask_or_explain(question, history or [], k).to_dict()
 
-    def clear() -> tuple[list[dict[str, Any]], str, list[str], str]:
-        return [], EMPTY_PANEL, [], ""
+    def clear() -> tuple[list[dict[str, Any]], str, list[str], str, list[dict[str, Any]]]:
+        return [], EMPTY_PANEL, [], "", []
 
     with gr.Blocks(title="Ask the sources", analytics_enabled=False) as demo:
         gr.Markdown("## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences.")
         status = gr.Markdown(service.status_markdown(), elem_id="qa-status")
         asked = gr.State([])
+        messages = gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(
@@ -237,18 +265,20 @@ def build_app(
                 gr.Markdown("### Sources")
                 panel = gr.HTML(EMPTY_PANEL, elem_id="qa-sources")
 
-        outputs = [chatbot, panel, status, asked, question]
+        outputs = [chatbot, panel, status, asked, question, messages]
         # Questions are independent: several run at once (each reads the one index version it captured).
         chat_io: dict[str, Any] = {
-            "inputs": [question, chatbot, asked], "outputs": outputs, "concurrency_limit": concurrency(),
+            "inputs": [question, messages, asked], "outputs": outputs, "concurrency_limit": concurrency(),
             "concurrency_id": "answer",
         }  # fmt: skip
-        question.submit(respond, api_name="chat", **chat_io)
-        ask.click(respond, api_visibility="private", **chat_io)
+        scroll: dict[str, Any] = {"fn": None, "js": SCROLL_TO_HIGHLIGHT, "api_visibility": "private"}
+        question.submit(respond, api_name="chat", **chat_io).then(**scroll)
+        ask.click(respond, api_visibility="private", **chat_io).then(**scroll)
         if ask_examples is not None:
-            ask_examples.load_input_event.then(respond, api_visibility="private", **chat_io)
-        clear_button.click(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
-        chatbot.clear(clear, outputs=[chatbot, panel, asked, question], api_visibility="private")
+            ask_examples.load_input_event.then(respond, api_visibility="private", **chat_io).then(**scroll)
+        cleared = [chatbot, panel, asked, question, messages]
+        clear_button.click(clear, outputs=cleared, api_visibility="private")
+        chatbot.clear(clear, outputs=cleared, api_visibility="private")
         demo.load(service.status_markdown, outputs=[status], api_visibility="private")
         gr.api(answer, api_name="answer", concurrency_limit=concurrency(), concurrency_id="answer")
     return demo
@@ -264,11 +294,17 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
     """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
     _offline_environment()
     import gradio as gr
+    from starlette.middleware import Middleware
+
+    from ui.limits import RequestLimits
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     # Independent questions run at once: encoding (ONNX Runtime), FAISS and numpy release the GIL,
     # and each answer reads one index version it captured, so concurrency cannot mix versions.
     demo.queue(default_concurrency_limit=concurrency())
+    # No uploads (the page has no file input) and small request bodies: see ui/limits.py.
+    app_kwargs = {**kwargs.pop("app_kwargs", {}), "middleware": [Middleware(RequestLimits)]}
+    kwargs.setdefault("max_file_size", 0)
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -277,6 +313,7 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
         theme=theme,
         footer_links=["api"],
         ssr_mode=False,
+        app_kwargs=app_kwargs,
         **kwargs,
     )
 
@@ -305,6 +342,7 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    _check_port(host, port)  # before loading anything: a taken port fails in a second, not after the model loads
     click.echo("qa serve: loading the index and the model…", err=True)
     # Load the engine in a thread while this one imports Gradio (seconds of Python imports).
     started: dict[str, Any] = {}
@@ -334,6 +372,25 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     try:
         launch(demo, host=host, port=port, prevent_thread_lock=True, quiet=True)
     except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another --port") from exc
+        raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another with --port or QA_PORT") from exc
     click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
     demo.block_thread()
+
+
+def _check_port(host: str, port: int) -> None:
+    """UserError when ``host:port`` is taken (Gradio would suggest GRADIO_SERVER_PORT, which ``qa serve`` ignores)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host or QA_HOST") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pick another port with --port or QA_PORT"
+            ) from exc

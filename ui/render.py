@@ -29,6 +29,11 @@ from qa import Answer, Source
 # CommonMark lets any ASCII punctuation be backslash-escaped; escaping all of
 # it means no character of the text can start Markdown or HTML syntax.
 _MD_SPECIAL = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
+# A passage longer than this is shown as a window around the cited sentence: a
+# file without blank lines is one passage (a 44 KB one made the page 20,000 px tall).
+MAX_PASSAGE_CHARS = 1500
+CONTEXT_CHARS = 500  # about three sentences each side of the cited one
+_SENTENCE_START = re.compile(r"[.!?…][\"'”’»)\]]*\s+")
 
 
 def escape_markdown(text: str) -> str:
@@ -105,6 +110,7 @@ def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
         if not (0 <= start <= end <= len(passage)) or passage[start:end] != s.text:
             # The passage does not hold the source (index changed underneath): show the sentence alone.
             passage, start, end = s.text, 0, len(s.text)
+        passage, start, end = passage_window(passage, start, end)
         label = f"[{rank}] closest match, low confidence" if answer.abstained else f"[{rank}]"
         items.append(
             PanelSource(rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained)
@@ -116,6 +122,32 @@ def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
     else:
         heading = "Where the answer comes from:"
     return Panel(heading, items, answer.abstained)
+
+
+def passage_window(passage: str, start: int, end: int) -> tuple[str, int, int]:
+    """A long passage cut to the cited span and about CONTEXT_CHARS each side, marked with "…".
+
+    Cuts fall at a sentence start (else a space) near CONTEXT_CHARS from the
+    span. Returns ``(text, start, end)`` with the span's offsets in ``text``.
+
+    >>> passage_window("short passage", 0, 5)
+    ('short passage', 0, 5)
+    """
+    if len(passage) <= MAX_PASSAGE_CHARS:
+        return passage, start, end
+    lo = max(0, start - CONTEXT_CHARS)
+    if lo > 0:
+        starts = [m.end() for m in _SENTENCE_START.finditer(passage, lo, start)]
+        space = passage.find(" ", lo, start)
+        lo = starts[0] if starts else space + 1 if space >= 0 else lo
+    hi = min(len(passage), end + CONTEXT_CHARS)
+    if hi < len(passage):
+        ends = [m.start() + len(m.group().rstrip()) for m in _SENTENCE_START.finditer(passage, end, hi)]
+        space = passage.rfind(" ", end, hi)
+        hi = ends[-1] if ends else space if space >= 0 else hi
+    head = "… " if lo > 0 else ""
+    tail = " …" if hi < len(passage) else ""
+    return head + passage[lo:hi] + tail, start - lo + len(head), end - lo + len(head)
 
 
 def segments(text: str, spans: Sequence[tuple[int, int, str]]) -> list[tuple[str, str | None]]:
