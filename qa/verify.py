@@ -1,0 +1,100 @@
+"""The answer-sentence verifier: a MiniLM cross-encoder run with ONNX Runtime.
+
+It reads ``[CLS] question [SEP] sentence [SEP]`` and gives one logit: does
+this sentence answer this question (not only "is it on the same topic").
+The shipped model is ``qa/models/verifier-int8.onnx`` (int8, see
+``qa/models/README.md`` for its data, licence, training command and figures);
+it runs over the first-stage ranker's top few candidates, and its logit is a
+feature of the learned ranker and of the calibrated confidence.
+
+>>> v = load_verifier(DEFAULT_VERIFIER)                                # doctest: +SKIP
+>>> v.scores("Who founded Nissan?", ["Nissan was founded by ...", "It rained."])  # doctest: +SKIP
+array([ 4.1, -7.9], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.types import QAError
+
+MODELS = Path(__file__).resolve().parent / "models"
+DEFAULT_VERIFIER = MODELS / "verifier-int8.onnx"
+MAX_LENGTH = 128
+
+
+class VerifierError(QAError):
+    """The verifier model is missing, damaged or not a verifier."""
+
+
+class OnnxVerifier:
+    """Scores (question, sentence) pairs; thread-safe, loads once."""
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from qa.embed import DEFAULT_MODEL, model_path, threads
+
+        self.path = Path(path)
+        tokenizer_file = self.path.with_name("tokenizer.json")
+        if not tokenizer_file.is_file():  # the shipped model uses the packaged MiniLM's vocabulary
+            tokenizer_file = Path(model_path(DEFAULT_MODEL)) / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise VerifierError(f"cannot read the verifier's tokenizer {tokenizer_file}: {exc}") from exc
+        tokenizer.enable_truncation(max_length=MAX_LENGTH, strategy="only_second")
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0, pad_token="[PAD]")
+        self._tokenizer = tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise VerifierError(f"cannot load the verifier {self.path}: {exc}") from exc
+        names = [i.name for i in self._session.get_inputs()]
+        if names != ["input_ids", "attention_mask", "token_type_ids"]:
+            raise VerifierError(f"{self.path} is not a verifier model (inputs {names})")
+
+    def scores(self, question: str, sentences: list[str]) -> np.ndarray:
+        """One logit per sentence: higher means it answers the question."""
+        if not sentences:
+            return np.zeros(0, dtype=np.float32)
+        encodings = self._tokenizer.encode_batch([(question, s) for s in sentences])
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32).reshape(-1)
+
+    def describe(self) -> dict[str, Any]:
+        info_file = self.path.with_name("verifier.json")
+        try:
+            return dict(json.loads(info_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return {}
+
+
+_verifiers: dict[Path, OnnxVerifier] = {}
+_lock = threading.Lock()
+
+
+def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
+    """The process-wide verifier for a model file (loaded once, shared by threads)."""
+    key = Path(path).resolve()
+    with _lock:
+        if key not in _verifiers:
+            if not key.is_file():
+                raise VerifierError(f"no verifier model at {key}")
+            _verifiers[key] = OnnxVerifier(key)
+        return _verifiers[key]
