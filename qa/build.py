@@ -308,7 +308,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         views.extend((offset + i, text) for i, text in embedding_views(stored.title, doc_sentences))
     _count_files(report, old_sources, sources, [d.id for d in documents])
     if not documents:
-        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable .txt or .md files")
+        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
 
     keys = [_key(model, text) for _, text in views]
     todo = [i for i, k in enumerate(keys) if k not in old_vectors]

@@ -115,7 +115,8 @@ def ask(question: str, k: int, history: tuple[str, ...], index: Path, as_json: b
     if result.sources:
         click.echo(label)
     for rank, s in enumerate(result.sources, 1):
-        click.echo(f"[{rank}] {s.doc} chars {s.start}-{s.end} (score {s.score:.3f})")
+        where = f", page {s.page}" if s.page is not None else (f", {s.heading}" if s.heading else "")
+        click.echo(f"[{rank}] {s.doc}{where} chars {s.start}-{s.end} (score {s.score:.3f})")
         click.echo(f"    {' '.join(s.text.split())}")
 
 

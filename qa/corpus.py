@@ -6,6 +6,7 @@ splitter never changes the text, it only finds boundaries in it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -16,12 +17,14 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from qa import readers
+from qa.readers import UnreadableFileError
 from qa.types import CorpusError, Document, Passage, Sentence
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".md")
-SPLITTER = {"name": "pysbd", "version": 2}  # bump when splitting changes
+SUFFIXES = readers.SUFFIXES  # .txt .md .pdf .html .htm .docx
+SPLITTER = {"name": "pysbd", "version": 3}  # bump when splitting changes
 
 # A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -33,12 +36,8 @@ _CLOSERS = "\"'”’»)]"
 _TERMINAL = ".!?…"
 
 
-class UnreadableFileError(CorpusError):
-    """A corpus file that cannot be read as text."""
-
-
 def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """Return ``(doc_id, path)`` for every ``.txt``/``.md`` file, sorted by id.
+    """Return ``(doc_id, path)`` for every file a reader handles (``SUFFIXES``), sorted by id.
 
     Hidden files and folders are ignored; symlinks are followed only when
     they resolve inside the corpus folder.
@@ -99,7 +98,8 @@ def read_document(doc_id: str, path: Path) -> Document | None:
     """Read one file; None (with a logged warning) when it cannot be used."""
     try:
         raw = path.read_bytes()
-        text, encoding = decode(raw, doc_id)
+        extracted = readers.read_bytes(doc_id, raw)
+        text, encoding = extracted.text, extracted.encoding
     except (OSError, UnreadableFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         log.warning("skipping %s: %s", doc_id, reason)
@@ -107,7 +107,7 @@ def read_document(doc_id: str, path: Path) -> Document | None:
     if not text.strip():
         log.info("skipping %s: empty", doc_id)
         return None
-    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding)
+    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding, extracted.layout)
 
 
 # --- splitting ----------------------------------------------------------------
@@ -228,7 +228,13 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
         for s, e, _ in found:
             sentence_text = text[s:e]
             citable = prose and len(_WORD.findall(sentence_text)) >= 2
-            sentences.append(Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable))
+            sentence = Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable)
+            if doc.layout is not None:
+                located = doc.layout
+                sentence = dataclasses.replace(
+                    sentence, pages=located.pages(s, e), boxes=located.boxes(s, e), heading=located.heading_at(s)
+                )
+            sentences.append(sentence)
     return passages, sentences
 
 

@@ -72,8 +72,8 @@ class Panel:
 
 
 def source_reference(rank: int, source: Source) -> str:
-    """``[1] doc.txt, characters 120–245`` (plain text; escape before Markdown)."""
-    return f"[{rank}] {source.doc}, characters {source.start}–{source.end}"
+    """``[1] doc.txt, characters 120–245`` or ``[1] report.pdf, page 3, characters ...`` (plain text)."""
+    return f"[{rank}] {source.location}, characters {source.start}–{source.end}"
 
 
 def chat_reply(answer: Answer) -> str:
