@@ -64,7 +64,13 @@ def read(name: str, raw: bytes) -> Extracted:
         raise UnreadableFileError(f"{name} is not an HTML file (binary content)")
     source, encoding = _decode(name, raw)
     tree = LexborHTMLParser(source)
-    main = next((n for sel in _MAIN if (n := tree.css_first(sel)) is not None), None)
+    main = None
+    for selector in _MAIN:
+        # the largest match: a page can hold several (Wikipedia's site notices use .mw-parser-output too)
+        found = sorted(tree.css(selector), key=lambda n: len(n.text(deep=True)), reverse=True)
+        if found and (len(found[0].text(deep=True).strip()) >= 200 or selector == "body"):
+            main = found[0]
+            break
     if main is None:
         raise UnreadableFileError(f"{name} holds no HTML body")
     title_node = tree.css_first("h1") or tree.css_first("title")

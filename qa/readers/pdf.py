@@ -292,6 +292,7 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
     prev: _Line | None = None
     prev_col = 0
     col_right: dict[tuple[int, int], float] = {}
+    col_left: dict[tuple[int, int], float] = {}
     line_no = 0
     for lines, (width, _) in zip(pages, sizes, strict=True):
         body = [ln for ln in lines if id(ln) not in furniture]
@@ -299,7 +300,6 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
         for ln, col in ordered:
             key = (ln.page, col)
             col_right[key] = max(col_right.get(key, 0.0), ln.x1)
-        col_left: dict[tuple[int, int], float] = {}
         for ln, col in ordered:
             col_left[(ln.page, col)] = min(col_left.get((ln.page, col), 1e9), ln.x0)
         for ln, col in ordered:
@@ -308,6 +308,13 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
                 short = prev.x1 < col_right[(prev.page, prev_col)] - 2 * h
                 ends = prev.text.rstrip(_CLOSERS)[-1:] in ".!?:;"
                 indented = ln.x0 > col_left[(ln.page, col)] + 0.6 * h
+                col_width = col_right[(prev.page, prev_col)] - col_left[(prev.page, prev_col)]
+                # a short line without end punctuation before a capital: a run-in title ("Background")
+                titled = (
+                    prev.x1 < col_right[(prev.page, prev_col)] - 0.4 * col_width
+                    and prev.text.rstrip()[-1:].isalnum()
+                    and ln.text[:1].isupper()
+                )
                 moved = prev.page != ln.page or prev_col != col
                 gap = prev.y0 - ln.y1 > 0.9 * h and not moved
                 resized = abs(prev.height - ln.height) > 0.08 * h  # a heading, a masthead, footnotes
@@ -322,10 +329,10 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
                         boxes.pop()
                 elif prev.soft_hyphen or (prev.chars[-1] == "–" and ln.text[:1].isalnum()):
                     pass  # "FAA-" + "2020", "737–" + "9": one token split by the line end
-                elif gap or resized or (short and ends) or (indented and (ends or moved)):
+                elif gap or resized or titled or (short and ends) or (indented and (ends or moved)):
                     emit("\n\n")
                 else:
-                    emit("\n")
+                    emit(" ")  # one paragraph: the splitter would end a sentence at a newline
             for ch, box in zip(ln.chars, ln.boxes, strict=True):
                 chars.append(ch)
                 page_of.append(ln.page)
