@@ -266,8 +266,12 @@ def read(name: str, raw: bytes) -> Extracted:
     return _assemble(pages, sizes)
 
 
+def _hyphen_end(line: _Line) -> bool:
+    return line.soft_hyphen or (line.chars[-1] == "-" and len(line.chars) > 1 and line.chars[-2].isalpha())
+
+
 def _joins_word(prev: _Line, nxt: _Line) -> bool:
-    return prev.soft_hyphen and len(prev.chars) > 1 and prev.chars[-2].isalpha() and nxt.text[:1].islower()
+    return _hyphen_end(prev) and len(prev.chars) > 1 and prev.chars[-2].isalpha() and nxt.text[:1].islower()
 
 
 def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Extracted:
@@ -327,7 +331,7 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
                         page_of.pop()
                         line_of.pop()
                         boxes.pop()
-                elif prev.soft_hyphen or (prev.chars[-1] == "–" and ln.text[:1].isalnum()):
+                elif _hyphen_end(prev) or (prev.chars[-1] == "–" and ln.text[:1].isalnum()):
                     pass  # "FAA-" + "2020", "737–" + "9": one token split by the line end
                 elif gap or resized or titled or (short and ends) or (indented and (ends or moved)):
                     emit("\n\n")
