@@ -125,7 +125,7 @@ def _page_lines(textpage, page_no: int) -> list[_Line]:  # type: ignore[no-untyp
             last = next((b for b in reversed(line.boxes) if b[2] > b[0]), None)
             off_line = not (line.y0 - 0.3 * h <= mid <= line.y1 + 0.3 * h)
             backwards = last is not None and box[0] < last[0] - 2 * h
-            far = last is not None and box[0] - last[2] > 2.5 * h
+            far = last is not None and box[0] - last[2] > 0.8 * h  # wider than a word space: a gutter
             if off_line or backwards or far:
                 close()
         if ch == "\t":
@@ -156,75 +156,92 @@ def _furniture(pages: list[list[_Line]], heights: list[float]) -> set[int]:
     return out
 
 
-def _columns(lines: list[_Line]) -> list[tuple[float, float]]:
-    """Column x-ranges of a band of lines, split at gutters that (almost) no line crosses."""
+@dataclass(frozen=True)
+class _Block:
+    """A run of lines read top to bottom: a column, or part of one."""
+
+    id: int
+    left: float  # the column's edges, for telling short and indented lines
+    right: float
+
+
+def _gutters(lines: list[_Line]) -> list[list[_Line]]:
+    """Split lines at vertical gutters (at least 6 pt wide, crossed by no line), left to right."""
     left = min(ln.x0 for ln in lines)
     right = max(ln.x1 for ln in lines)
     cover = np.zeros(int(right - left) + 2, dtype=np.int32)
     for ln in lines:
         cover[int(ln.x0 - left) : int(ln.x1 - left) + 1] += 1
-    noise = max(1, int(0.08 * cover.max()))  # a stray line across the gutter does not close it
-    cols: list[tuple[float, float]] = []
-    start: int | None = None
-    gap = 0
+    cuts = []
+    run = 0
     for x, c in enumerate(cover.tolist()):
-        if c >= noise:
-            if start is None:
-                start = x
-            elif gap >= 6:  # a gutter at least 6 pt wide
-                cols.append((left + start, left + x - gap))
-                start = x
-            gap = 0
-        elif start is not None:
-            gap += 1
-    if start is not None:
-        cols.append((left + start, right))
-    # A gutter only separates columns when each side is wide enough to hold text.
-    merged: list[tuple[float, float]] = []
-    for c in cols:
-        if merged and (c[1] - c[0] < 0.15 * (right - left) or merged[-1][1] - merged[-1][0] < 0.15 * (right - left)):
-            merged[-1] = (merged[-1][0], c[1])
+        if c == 0:
+            run += 1
         else:
-            merged.append(c)
-    return merged or [(left, right)]
+            if run >= 6:
+                cuts.append(left + x - run / 2)
+            run = 0
+    groups = [[ln for ln in lines if lo <= ln.x0 < hi] for lo, hi in zip([-1e9, *cuts], [*cuts, 1e9], strict=True)]
+    groups = [g for g in groups if g]
+    # A gutter only separates columns when the text on each side is wide enough to be a column.
+    merged: list[list[_Line]] = []
+    for g in groups:
+        width = max(ln.x1 for ln in g) - min(ln.x0 for ln in g)
+        if merged and width < 0.15 * (right - left):
+            merged[-1] = merged[-1] + g
+        elif merged and (max(ln.x1 for ln in merged[-1]) - min(ln.x0 for ln in merged[-1])) < 0.15 * (right - left):
+            merged[-1] = merged[-1] + g
+        else:
+            merged.append(g)
+    return merged
 
 
-def _reading_order(lines: list[_Line]) -> list[tuple[_Line, int]]:
-    """Lines in reading order, each with a block number (same number: same column of the same band).
+def _rows(lines: list[_Line]) -> list[list[_Line]]:
+    """Split lines at horizontal whitespace (taller than half a line) that crosses the whole region."""
+    ordered = sorted(lines, key=lambda ln: -ln.y1)
+    heights = sorted(ln.height for ln in lines)
+    need = 0.5 * heights[len(heights) // 2]
+    groups: list[list[_Line]] = [[ordered[0]]]
+    low = ordered[0].y0
+    for ln in ordered[1:]:
+        if low - ln.y1 > need:
+            groups.append([ln])
+        else:
+            groups[-1].append(ln)
+        low = min(low, ln.y0)
+    return groups
 
-    Lines wider than 60% of the text area (titles, abstracts, full-width
-    tables) split the page into bands; each band is read column by column.
+
+def _reading_order(lines: list[_Line]) -> list[tuple[_Line, _Block]]:
+    """Lines in reading order by recursive XY-cut: columns first, then horizontal gaps.
+
+    Cutting at gutters first keeps a column whole even when its paragraphs
+    line up with gaps in the next column; a title, table or footer across
+    the columns blocks every gutter, so the page is cut above and below it
+    and the parts are cut into columns again.
     """
-    if not lines:
-        return []
-    left = min(ln.x0 for ln in lines)
-    right = max(ln.x1 for ln in lines)
-    ordered: list[tuple[_Line, int]] = []
-    band: list[_Line] = []
-    block = 0
+    ordered: list[tuple[_Line, _Block]] = []
+    count = 0
 
-    def flush() -> None:
-        nonlocal block
-        if not band:
-            return
-        cols = _columns(band)
-        placed = []
-        for ln in band:
-            c = next((i for i, (_, b) in enumerate(cols) if ln.x0 < b + 3), len(cols) - 1)
-            placed.append((ln, block + c))
-        placed.sort(key=lambda item: (item[1], -item[0].y1))
-        ordered.extend(placed)
-        block += len(cols)
-        band.clear()
+    def cut(group: list[_Line], edges: tuple[float, float], depth: int) -> None:
+        nonlocal count
+        if depth < 12 and len(group) > 1:
+            columns = _gutters(group)
+            if len(columns) > 1:
+                for col in columns:
+                    cut(col, (min(ln.x0 for ln in col), max(ln.x1 for ln in col)), depth + 1)
+                return
+            rows = _rows(group)
+            if len(rows) > 1:
+                for row in rows:
+                    cut(row, edges, depth + 1)
+                return
+        block = _Block(count, *edges)
+        count += 1
+        ordered.extend((ln, block) for ln in sorted(group, key=lambda ln: (-round(ln.y1), ln.x0)))
 
-    for ln in sorted(lines, key=lambda ln: -ln.y1):
-        if ln.x1 - ln.x0 > 0.6 * (right - left):
-            flush()
-            ordered.append((ln, block))
-            block += 1
-        else:
-            band.append(ln)
-    flush()
+    if lines:
+        cut(lines, (min(ln.x0 for ln in lines), max(ln.x1 for ln in lines)), 0)
     return ordered
 
 
@@ -293,57 +310,89 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
             line_of.append(-1)
             boxes.append(none)
 
-    prev: _Line | None = None
-    prev_col = 0
-    col_right: dict[tuple[int, int], float] = {}
-    col_left: dict[tuple[int, int], float] = {}
-    line_no = 0
-    for lines, (width, _) in zip(pages, sizes, strict=True):
-        body = [ln for ln in lines if id(ln) not in furniture]
-        ordered = _reading_order(body)
-        for ln, col in ordered:
-            key = (ln.page, col)
-            col_right[key] = max(col_right.get(key, 0.0), ln.x1)
-        for ln, col in ordered:
-            col_left[(ln.page, col)] = min(col_left.get((ln.page, col), 1e9), ln.x0)
-        for ln, col in ordered:
-            if prev is not None:
-                h = max(prev.height, ln.height)
-                short = prev.x1 < col_right[(prev.page, prev_col)] - 2 * h
-                ends = prev.text.rstrip(_CLOSERS)[-1:] in ".!?:;"
-                indented = ln.x0 > col_left[(ln.page, col)] + 0.6 * h
-                col_width = col_right[(prev.page, prev_col)] - col_left[(prev.page, prev_col)]
-                # a short line without end punctuation before a capital: a run-in title ("Background")
-                titled = (
-                    prev.x1 < col_right[(prev.page, prev_col)] - 0.4 * col_width
-                    and prev.text.rstrip()[-1:].isalnum()
-                    and ln.text[:1].isupper()
+    def separator(prev: _Line, pb: _Block, ln: _Line, lb: _Block) -> str:
+        """What goes between two lines: "" (one word), " " (same paragraph), "\n\n", or "-" (drop hyphen)."""
+        h = max(prev.height, ln.height)
+        short = prev.x1 < pb.right - 2 * h
+        ends = prev.text.rstrip(_CLOSERS)[-1:] in ".!?:;"
+        indented = ln.x0 > lb.left + 0.6 * h
+        # a short line without end punctuation before a capital: a run-in title ("Background")
+        titled = prev.x1 < pb.right - 0.4 * (pb.right - pb.left) and prev.text[-1:].isalnum() and ln.text[:1].isupper()
+        moved = prev.page != ln.page or pb.left != lb.left
+        gap = not moved and prev.y0 - ln.y1 > 0.9 * h
+        resized = abs(prev.height - ln.height) > 0.08 * h  # a heading, a masthead, footnotes
+        if _joins_word(prev, ln):
+            word = (prev.text.rsplit(" ", 1)[-1] + ln.text.split(" ", 1)[0]).lower()
+            return "" if word.rstrip(_TERMINAL + ",") in hyphenated else "-"
+        if _hyphen_end(prev) or (prev.chars[-1] == "–" and ln.text[:1].isalnum()):
+            return ""  # "FAA-" + "2020", "737–" + "9": one token split by the line end
+        if gap or resized or titled or (short and ends) or (indented and (ends or moved)):
+            return "\n\n"
+        return " "  # one paragraph: the splitter would end a sentence at a newline
+
+    # Footnotes set below an unfinished paragraph wait until that paragraph ends
+    # (it goes on in the next column or page), so they do not cut its sentences.
+    sequence: list[tuple[_Line, _Block]] = []
+    pending: list[tuple[_Line, _Block]] = []
+    last_body: tuple[_Line, _Block] | None = None
+    weights = Counter[float]()  # the body text's line height: the one most characters have
+    for lines in pages:
+        for ln in lines:
+            weights[round(ln.height * 2) / 2] += len(ln.chars)
+    body_height = weights.most_common(1)[0][0]
+    for lines in pages:
+        ordered = _reading_order([ln for ln in lines if id(ln) not in furniture])
+        if not ordered:
+            continue
+        page_weights = Counter[float]()
+        for ln, _ in ordered:
+            page_weights[round(ln.height * 2) / 2] += len(ln.chars)
+        # The larger of the page's and the document's: a page of long footnotes, or a
+        # document whose reference list outweighs its body, still finds the body size.
+        body = max(body_height, page_weights.most_common(1)[0][0])
+        deferring = False
+        for i, (ln, block) in enumerate(ordered):
+            small = ln.height < 0.92 * body
+            before = ordered[i - 1][0] if i else None
+            deferring = small and (
+                deferring
+                or (
+                    before is not None
+                    and before.height >= 0.92 * body
+                    and before.text.rstrip(_CLOSERS)[-1:] not in ".!?:;"
+                    and ln.y1 <= before.y0
+                    and ln.y1 < 0.6 * sizes[ln.page - 1][1]
                 )
-                moved = prev.page != ln.page or prev_col != col
-                gap = prev.y0 - ln.y1 > 0.9 * h and not moved
-                resized = abs(prev.height - ln.height) > 0.08 * h  # a heading, a masthead, footnotes
-                if _joins_word(prev, ln):
-                    word = (prev.text.rsplit(" ", 1)[-1] + ln.text.split(" ", 1)[0]).lower()
-                    if word.rstrip(_TERMINAL + ",") in hyphenated:
-                        pass  # "well-" + "known": keep the hyphen, join without a break
-                    else:
-                        chars.pop()  # the hyphen: its box goes with it
-                        page_of.pop()
-                        line_of.pop()
-                        boxes.pop()
-                elif _hyphen_end(prev) or (prev.chars[-1] == "–" and ln.text[:1].isalnum()):
-                    pass  # "FAA-" + "2020", "737–" + "9": one token split by the line end
-                elif gap or resized or titled or (short and ends) or (indented and (ends or moved)):
-                    emit("\n\n")
-                else:
-                    emit(" ")  # one paragraph: the splitter would end a sentence at a newline
-            for ch, box in zip(ln.chars, ln.boxes, strict=True):
-                chars.append(ch)
-                page_of.append(ln.page)
-                line_of.append(line_no)
-                boxes.append(box)
-            line_no += 1
-            prev, prev_col = ln, col
+            )
+            if deferring:
+                pending.append((ln, block))
+                continue
+            if pending and last_body is not None and separator(*last_body, ln, block) == "\n\n":
+                sequence.extend(pending)
+                pending.clear()
+            sequence.append((ln, block))
+            last_body = (ln, block)
+    sequence.extend(pending)
+
+    line_no = 0
+    previous: tuple[_Line, _Block] | None = None
+    for ln, block in sequence:
+        if previous is not None:
+            sep = separator(*previous, ln, block)
+            if sep == "-":
+                chars.pop()  # the hyphen: its box goes with it
+                page_of.pop()
+                line_of.pop()
+                boxes.pop()
+            else:
+                emit(sep)
+        for ch, box in zip(ln.chars, ln.boxes, strict=True):
+            chars.append(ch)
+            page_of.append(ln.page)
+            line_of.append(line_no)
+            boxes.append(box)
+        line_no += 1
+        previous = (ln, block)
     text = "".join(chars)
     layout = Layout(
         char_page=np.array(page_of, dtype=np.int32),
