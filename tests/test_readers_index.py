@@ -1,0 +1,73 @@
+"""PDF, HTML and Word sources through the index: stored locations, citations by page, incremental rebuilds."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from qa import answer, build_index
+from qa.cli import main
+from qa.store import current_folder, load_folder
+from tests.pdf_writer import Text, column_page, make_pdf
+from tests.test_readers import PAGE, make_docx
+from ui.render import chat_reply
+
+INTRO = ["Otters are semiaquatic mammals that live", "along rivers and coasts of every continent", "except Australia and Antarctica."]
+DIET = ["The giant otter eats about four kilograms", "of fish every day to keep warm in the water."]
+
+
+def otter_pdf(diet: list[str] = DIET) -> bytes:
+    head = "Otter Review / Vol. 9"
+    return make_pdf(
+        [
+            column_page([INTRO], head=head + " / Page 1", foot="Jkt 1 Frm 1"),
+            column_page([["Sea otters hold hands while they sleep so", "that they do not drift apart at night."]], head=head + " / Page 2", foot="Jkt 1 Frm 2"),  # fmt: skip
+            column_page([diet], head=head + " / Page 3", foot="Jkt 1 Frm 3"),
+        ]
+    )
+
+
+def test_pdf_html_docx_sources_are_cited_with_page_or_heading(make_corpus, tmp_path):
+    corpus = make_corpus({"otters.pdf": otter_pdf(), "ferrets.html": PAGE, "care.docx": make_docx()})
+    index = tmp_path / "index"
+    manifest = build_index(corpus, index)
+    assert manifest.documents == 3
+
+    a = answer("How much fish does the giant otter eat every day?", index=index)
+    top = a.sources[0]
+    assert not a.abstained and top.doc == "otters.pdf" and top.page == 3 and top.pages == (3,)
+    assert top.boxes and all(b[0] == 3 for b in top.boxes)
+    d = top.to_dict()
+    assert d["page"] == 3 and d["pages"] == [3] and d["heading"] is None and len(d["boxes"][0]) == 5
+    json.dumps(a.to_dict())
+    assert "[1] otters.pdf, page 3, characters" in chat_reply(a).replace("\\", "")  # Markdown-escaped
+
+    h = answer("What do ferrets like as a treat?", index=index).sources[0]
+    assert h.doc == "ferrets.html" and h.page is None and h.heading == "Ferrets > Diet > Treats"
+    w = answer("How wide should a ferret cage be?", index=index).sources[0]
+    assert w.doc == "care.docx" and w.heading == "Chapter 1 - Care > B. Housing"
+
+    # The stored index keeps the locations; loading gives them back unchanged.
+    data = load_folder(current_folder(index))  # type: ignore[arg-type]
+    diet = next(s for s in data.sentences if "four kilograms" in s.text)
+    assert diet.pages == (3,) and diet.boxes == top.boxes
+    stored = data.documents["otters.pdf"].text
+    assert stored[diet.start : diet.end] == diet.text
+
+    result = CliRunner().invoke(main, ["ask", "--index", str(index), "How much fish does the giant otter eat?"])
+    assert result.exit_code == 0 and "otters.pdf, page 3 chars" in result.output
+
+
+def test_changed_pdf_reembeds_only_its_changed_sentences(make_corpus, tmp_path):
+    corpus = make_corpus({"otters.pdf": otter_pdf(), "notes.md": "# Notes\n\nOtters use rocks as tools to open shells.\n"})
+    index = tmp_path / "index"
+    first = build_index(corpus, index)
+    (corpus / "otters.pdf").write_bytes(otter_pdf(["The giant otter eats about three kilograms", "of fish every day to keep warm in the water."]))  # fmt: skip
+    second = build_index(corpus, index)
+    assert second.build["changed"] == 1 and second.build["unchanged"] == 1
+    assert second.build["sentences_embedded"] == 1  # only the edited sentence
+    assert second.build["sentences_reused"] == first.build["sentences_embedded"] - 1
+    assert build_index(corpus, index).build["noop"]
+    a = answer("How much fish does the giant otter eat every day?", index=index)
+    assert "three kilograms" in a.sources[0].text and a.sources[0].page == 3
