@@ -71,3 +71,28 @@ def test_changed_pdf_reembeds_only_its_changed_sentences(make_corpus, tmp_path):
     assert build_index(corpus, index).build["noop"]
     a = answer("How much fish does the giant otter eat every day?", index=index)
     assert "three kilograms" in a.sources[0].text and a.sources[0].page == 3
+
+
+def test_page_image_boxes_the_sentence_and_panel_shows_it():
+    import io
+
+    from PIL import Image
+
+    from qa import Answer, Source
+    from ui.render import page_png, panel, panel_html
+
+    raw = otter_pdf()
+    box = (3, 50.0, 685.0, 250.0, 697.0)
+    png = page_png(raw, 3, [box], crop=False)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    scale = image.width / 612
+    x, y = int(150 * scale), int((792 - 697) * scale) - 2  # the top edge of the box
+    assert any(image.getpixel((x, y + d))[0] > 180 and image.getpixel((x, y + d))[1] < 90 for d in range(-3, 4))
+    source = Source("otters.pdf", 0, 5, "Otter", 0.9, 0, 5, 3, (3,), None, (box,))
+    answer = Answer("Q?", "Otter [1]", False, [source])
+    p = panel(answer, lambda s: "Otter", lambda s: "data:image/png;base64,AAAA")
+    assert p.sources[0].where == "page 3" and p.sources[0].image
+    html = panel_html(p)
+    assert '<img class="qa-page" data-rank="1" src="data:image/png;base64,AAAA"' in html and "page 3, characters 0–5" in html
+    hostile = panel(answer, lambda s: "Otter", lambda s: 'javascript:alert(1)" onerror="x')
+    assert "<img" not in panel_html(hostile)  # only PNG data: URIs become images

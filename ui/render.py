@@ -206,13 +206,17 @@ def panel_html(p: Panel) -> str:
 
 MAX_PAGE_IMAGES = 3  # page images per answer: each is ~100 kB in the page
 PAGE_WIDTH_PX = 560  # rendered page width; a US Letter page is then ~725 px tall
+CROP_HEIGHT_PT = 260  # height of the page band shown around a cited sentence
 
 
-def page_png(pdf: bytes, page: int, boxes: Sequence[Sequence[float]], *, width: int = PAGE_WIDTH_PX) -> bytes:
+def page_png(
+    pdf: bytes, page: int, boxes: Sequence[Sequence[float]], *, width: int = PAGE_WIDTH_PX, crop: bool = True
+) -> bytes:
     """PNG of page ``page`` (from 1) of a PDF with each box ``(page, left, bottom, right, top)`` drawn on it.
 
     Boxes are in PDF points with the origin at the page's bottom-left (as stored
-    in the index); boxes on other pages are ignored.
+    in the index); boxes on other pages are ignored. With ``crop``, only a band
+    of the page around the boxes (``CROP_HEIGHT_PT`` tall, or taller to hold them).
     """
     import pypdfium2 as pdfium
     from PIL import ImageDraw
@@ -229,12 +233,22 @@ def page_png(pdf: bytes, page: int, boxes: Sequence[Sequence[float]], *, width: 
     finally:
         doc.close()
     draw = ImageDraw.Draw(image, "RGBA")
+    ys: list[float] = []
     for b in boxes:
         if int(b[0]) != page:
             continue
         left, bottom, right, top = (float(v) for v in b[1:5])
         xy = (left * scale - 2, (h - top) * scale - 2, right * scale + 2, (h - bottom) * scale + 2)
         draw.rectangle(xy, fill=(255, 224, 102, 90), outline=(220, 38, 38, 255), width=2)
+        ys += [xy[1], xy[3]]
+    if crop and ys:
+        # A band of the page around the sentence: readable beside the passage, and a
+        # third of the bytes; the full page is one click away in the PDF itself.
+        band = CROP_HEIGHT_PT * scale
+        middle = (min(ys) + max(ys)) / 2
+        half = max(band, max(ys) - min(ys) + 80 * scale) / 2
+        upper = max(0.0, min(middle - half, image.height - 2 * half))
+        image = image.crop((0, int(upper), image.width, int(min(image.height, upper + 2 * half))))
     out = io.BytesIO()
     # 32 colours keep text and the box sharp and make the PNG a third of its RGB size.
     image.quantize(colors=32).save(out, format="PNG", optimize=True)
