@@ -295,9 +295,18 @@ class Engine:
             s = data.sentences[hit.sentence]
             sources.append(
                 Source(
-                    s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end,
-                    s.page, s.pages, s.heading, s.boxes,
-                )  # fmt: skip
+                    s.doc,
+                    s.start,
+                    s.end,
+                    s.text,
+                    round(hit.score, 4),
+                    s.passage_start,
+                    s.passage_end,
+                    s.page,
+                    s.pages,
+                    s.heading,
+                    s.boxes,
+                )
             )
         abstained = confidence < self.settings.abstain_below
         if not sources:

@@ -160,9 +160,17 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
         }
         sentences = [
             Sentence(
-                r["doc"], r["start"], r["end"], r["text"], r["passage_start"], r["passage_end"], r["citable"],
-                tuple(r.get("pages", ())), tuple(tuple(b) for b in r.get("boxes", ())), r.get("heading"),
-            )  # fmt: skip
+                r["doc"],
+                r["start"],
+                r["end"],
+                r["text"],
+                r["passage_start"],
+                r["passage_end"],
+                r["citable"],
+                tuple(r.get("pages", ())),
+                tuple(tuple(b) for b in r.get("boxes", ())),
+                r.get("heading"),
+            )
             for r in _read_jsonl(folder / "sentences.jsonl")
         ]
         vectors = faiss.read_index(str(folder / "vectors.faiss"))

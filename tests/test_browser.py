@@ -167,7 +167,9 @@ def documents_app(launch_app, make_session_corpus, tmp_path_factory) -> str:  # 
     )
     word = docx.Document()
     word.add_heading("Koalas", level=1)
-    word.add_paragraph('Koalas sleep up to twenty hours a day and the file says <b onmouseover="window.__pwned=1">hi</b>.')
+    word.add_paragraph(
+        'Koalas sleep up to twenty hours a day and the file says <b onmouseover="window.__pwned=1">hi</b>.'
+    )
     out = io.BytesIO()
     word.save(out)
     page = f"<html><body><main><h1>Wombats</h1><h2>Droppings</h2><p>Wombats make cube-shaped droppings.</p><p>{HTML_HOSTILE}</p></main></body></html>"  # noqa: E501

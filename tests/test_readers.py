@@ -25,15 +25,24 @@ def two_column_pdf() -> bytes:
     return make_pdf(
         [
             column_page([LEFT, RIGHT], head="Ferret Journal / Vol. 3 / June 2020", foot="Printer slug Jkt 0001 Frm 1"),
-            column_page([["Ferrets were domesticated about", "2,500 years ago."]], head="Ferret Journal / Vol. 3 / June 2020", foot="Printer slug Jkt 0001 Frm 2")  # fmt: skip
-            + [Text(20, 300, "jbell on DSK with PROPOSALS", 8, rotated=True), Text(300, 30, "2", 8)],
+            [
+                *column_page(
+                    [["Ferrets were domesticated about", "2,500 years ago."]],
+                    head="Ferret Journal / Vol. 3 / June 2020",
+                    foot="Printer slug Jkt 0001 Frm 2",
+                ),
+                Text(20, 300, "jbell on DSK with PROPOSALS", 8, rotated=True),
+                Text(300, 30, "2", 8),
+            ],
         ]
     )
 
 
 def test_pdf_reads_columns_in_order_without_running_heads():
     text = read_bytes("ferrets.pdf", two_column_pdf()).text
-    assert text.index("Ferrets sleep") < text.index("Young ferrets") < text.index("Kits open") < text.index("domesticated")
+    assert (
+        text.index("Ferrets sleep") < text.index("Young ferrets") < text.index("Kits open") < text.index("domesticated")
+    )
     for chrome in ("Ferret Journal", "Jkt", "Printer slug", "jbell", "PROPOSALS"):
         assert chrome not in text
     assert "compact nest box" in text  # hyphenated across lines, joined for search
@@ -210,7 +219,10 @@ def test_docx_that_is_not_a_zip_or_is_a_zip_bomb_is_refused(tmp_path, caplog, mo
 
 
 def test_markdown_headings_give_heading_paths(tmp_path):
-    md = "# Ferrets\n\nFerrets are playful animals.\n\n## Sleep\n\nThey sleep fourteen hours a day.\n\n```\n# not a heading\n```\n"
+    md = (
+        "# Ferrets\n\nFerrets are playful animals.\n\n## Sleep\n\n"
+        "They sleep fourteen hours a day.\n\n```\n# not a heading\n```\n"
+    )
     path = tmp_path / "f.md"
     path.write_text(md, encoding="utf-8")
     doc = read_document("f.md", path)
@@ -235,5 +247,5 @@ def test_reader_errors_never_escape_as_tracebacks(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert read_document("x.html", tmp_path / "x.html") is None
     assert "x.html" in caplog.text
-    with pytest.raises(UnreadableFileError, match="empty.pdf"):
+    with pytest.raises(UnreadableFileError, match=r"empty\.pdf"):
         read_bytes("empty.pdf", b"")

@@ -9,11 +9,15 @@ from click.testing import CliRunner
 from qa import answer, build_index
 from qa.cli import main
 from qa.store import current_folder, load_folder
-from tests.pdf_writer import Text, column_page, make_pdf
+from tests.pdf_writer import column_page, make_pdf
 from tests.test_readers import PAGE, make_docx
 from ui.render import chat_reply
 
-INTRO = ["Otters are semiaquatic mammals that live", "along rivers and coasts of every continent", "except Australia and Antarctica."]
+INTRO = [
+    "Otters are semiaquatic mammals that live",
+    "along rivers and coasts of every continent",
+    "except Australia and Antarctica.",
+]
 DIET = ["The giant otter eats about four kilograms", "of fish every day to keep warm in the water."]
 
 
@@ -22,7 +26,11 @@ def otter_pdf(diet: list[str] = DIET) -> bytes:
     return make_pdf(
         [
             column_page([INTRO], head=head + " / Page 1", foot="Jkt 1 Frm 1"),
-            column_page([["Sea otters hold hands while they sleep so", "that they do not drift apart at night."]], head=head + " / Page 2", foot="Jkt 1 Frm 2"),  # fmt: skip
+            column_page(
+                [["Sea otters hold hands while they sleep so", "that they do not drift apart at night."]],
+                head=head + " / Page 2",
+                foot="Jkt 1 Frm 2",
+            ),
             column_page([diet], head=head + " / Page 3", foot="Jkt 1 Frm 3"),
         ]
     )
@@ -60,10 +68,13 @@ def test_pdf_html_docx_sources_are_cited_with_page_or_heading(make_corpus, tmp_p
 
 
 def test_changed_pdf_reembeds_only_its_changed_sentences(make_corpus, tmp_path):
-    corpus = make_corpus({"otters.pdf": otter_pdf(), "notes.md": "# Notes\n\nOtters use rocks as tools to open shells.\n"})
+    corpus = make_corpus(
+        {"otters.pdf": otter_pdf(), "notes.md": "# Notes\n\nOtters use rocks as tools to open shells.\n"}
+    )
     index = tmp_path / "index"
     first = build_index(corpus, index)
-    (corpus / "otters.pdf").write_bytes(otter_pdf(["The giant otter eats about three kilograms", "of fish every day to keep warm in the water."]))  # fmt: skip
+    edited = ["The giant otter eats about three kilograms", "of fish every day to keep warm in the water."]
+    (corpus / "otters.pdf").write_bytes(otter_pdf(edited))
     second = build_index(corpus, index)
     assert second.build["changed"] == 1 and second.build["unchanged"] == 1
     assert second.build["sentences_embedded"] == 1  # only the edited sentence
@@ -93,6 +104,9 @@ def test_page_image_boxes_the_sentence_and_panel_shows_it():
     p = panel(answer, lambda s: "Otter", lambda s: "data:image/png;base64,AAAA")
     assert p.sources[0].where == "page 3" and p.sources[0].image
     html = panel_html(p)
-    assert '<img class="qa-page" data-rank="1" src="data:image/png;base64,AAAA"' in html and "page 3, characters 0–5" in html
+    assert (
+        '<img class="qa-page" data-rank="1" src="data:image/png;base64,AAAA"' in html
+        and "page 3, characters 0–5" in html
+    )
     hostile = panel(answer, lambda s: "Otter", lambda s: 'javascript:alert(1)" onerror="x')
     assert "<img" not in panel_html(hostile)  # only PNG data: URIs become images

@@ -36,9 +36,7 @@ def _check_zip(name: str, raw: bytes) -> None:
     unpacked = sum(i.file_size for i in infos)
     bomb = any(i.file_size > 10_000_000 and i.file_size > MAX_RATIO * max(i.compress_size, 1) for i in infos)
     if unpacked > MAX_UNPACKED or bomb:
-        raise UnreadableFileError(
-            f"{name} would unpack to {unpacked:,} bytes (a zip bomb?); refusing to open it"
-        )
+        raise UnreadableFileError(f"{name} would unpack to {unpacked:,} bytes (a zip bomb?); refusing to open it")
     if "word/document.xml" not in {i.filename for i in infos}:
         raise UnreadableFileError(f"{name} is not a Word .docx file (no word/document.xml inside)")
 

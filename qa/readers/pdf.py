@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 MARGIN = 0.09  # top and bottom bands (fraction of the page height) where running heads live
 PROGRESS_EVERY = 50  # pages between progress log lines
 _SOFT_HYPHENS = "\ufffe\x02\u00ad"  # pdfium marks a hyphen it saw at a line end with U+FFFE
-_TERMINAL = ".!?:;\"”’)]"
+_TERMINAL = '.!?:;"”’)]'
 _CLOSERS = "\"'”’)] "
 _DIGITS = re.compile(r"\d+")
 _PAGE_NUMBER = re.compile(r"^(?:page\s*)?[#ivxlc]+(?:\s*(?:of|/)\s*#)?$", re.IGNORECASE)
@@ -185,11 +185,12 @@ def _gutters(lines: list[_Line]) -> list[list[_Line]]:
     groups = [g for g in groups if g]
     # A gutter only separates columns when the text on each side is wide enough to be a column.
     merged: list[list[_Line]] = []
+
+    def narrow(group: list[_Line]) -> bool:
+        return max(ln.x1 for ln in group) - min(ln.x0 for ln in group) < 0.15 * (right - left)
+
     for g in groups:
-        width = max(ln.x1 for ln in g) - min(ln.x0 for ln in g)
-        if merged and width < 0.15 * (right - left):
-            merged[-1] = merged[-1] + g
-        elif merged and (max(ln.x1 for ln in merged[-1]) - min(ln.x0 for ln in merged[-1])) < 0.15 * (right - left):
+        if merged and (narrow(g) or narrow(merged[-1])):
             merged[-1] = merged[-1] + g
         else:
             merged.append(g)
@@ -298,7 +299,7 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
     line_of: list[int] = []
     boxes: list[tuple[float, float, float, float]] = []
     none = (0.0, 0.0, 0.0, 0.0)
-    hyphenated = set()  # words written with a hyphen somewhere inside a line: keep their hyphen when split
+    hyphenated: set[str] = set()  # words written with a hyphen somewhere inside a line: keep their hyphen when split
     for lines in pages:
         for ln in lines:
             hyphenated.update(m.group(0).lower() for m in re.finditer(r"\w+-\w+", ln.text))
@@ -374,9 +375,8 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
             last_body = (ln, block)
     sequence.extend(pending)
 
-    line_no = 0
     previous: tuple[_Line, _Block] | None = None
-    for ln, block in sequence:
+    for line_no, (ln, block) in enumerate(sequence):
         if previous is not None:
             sep = separator(*previous, ln, block)
             if sep == "-":
@@ -391,7 +391,6 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
             page_of.append(ln.page)
             line_of.append(line_no)
             boxes.append(box)
-        line_no += 1
         previous = (ln, block)
     text = "".join(chars)
     layout = Layout(
