@@ -107,7 +107,7 @@ def read_document(doc_id: str, path: Path) -> Document | None:
     if not text.strip():
         log.info("skipping %s: empty", doc_id)
         return None
-    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding, extracted.layout)
+    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding, extracted.layout, extracted.title)
 
 
 # --- splitting ----------------------------------------------------------------
@@ -239,7 +239,9 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
 
 
 def document_title(doc: Document, passages: list[Passage]) -> str:
-    """The document's title: a first passage that is one unpunctuated line."""
+    """The document's title: the one its file declares, else a first passage that is one unpunctuated line."""
+    if doc.title:
+        return doc.title
     if passages:
         first = passages[0].text
         stem = first.rstrip(_CLOSERS)

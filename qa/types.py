@@ -51,6 +51,7 @@ class Document:
     sha256: str
     encoding: str = "utf-8"  # or the format a reader decoded: "pdf", "docx"
     layout: Layout | None = None  # where the text sits in the file (pages, boxes, headings)
+    title: str = ""  # the title the file declares (PDF metadata, HTML <title>, Word properties)
 
 
 @dataclass(frozen=True, slots=True)

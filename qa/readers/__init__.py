@@ -97,6 +97,7 @@ class Extracted:
     text: str
     encoding: str
     layout: Layout | None = None
+    title: str = ""  # the file's own title (PDF metadata, <title>, Word properties), when it has one
 
 
 Reader = Callable[[str, bytes], Extracted]

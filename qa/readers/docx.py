@@ -128,4 +128,8 @@ def read(name: str, raw: bytes) -> Extracted:
             headings.append((offset, " > ".join(t for _, t in stack)))
         parts.append(text)
         offset += len(text) + 2
-    return Extracted("\n\n".join(parts), "docx", Layout(headings=tuple(headings)))
+    try:
+        title = " ".join((document.core_properties.title or "").split())
+    except (KeyError, ValueError):
+        title = ""
+    return Extracted("\n\n".join(parts), "docx", Layout(headings=tuple(headings)), title)

@@ -119,4 +119,4 @@ def read(name: str, raw: bytes) -> Extracted:
             headings.append((offset, " > ".join(t for _, t in stack)))
         parts.append(text)
         offset += len(text) + 2
-    return Extracted("\n\n".join(parts), encoding, Layout(headings=tuple(headings)))
+    return Extracted("\n\n".join(parts), encoding, Layout(headings=tuple(headings)), title)

@@ -250,6 +250,7 @@ def read(name: str, raw: bytes) -> Extracted:
     """Read a PDF's text layer; UnreadableFileError when it has none or cannot be opened."""
     pdf = _open(name, raw)
     try:
+        title = _title(pdf)
         total = len(pdf)
         pages: list[list[_Line]] = []
         sizes: list[tuple[float, float]] = []
@@ -281,7 +282,23 @@ def read(name: str, raw: bytes) -> Extracted:
     empty = [i + 1 for i, lines in enumerate(pages) if not lines]
     if empty:
         log.info("%s: %d page(s) without text (images only?): %s", name, len(empty), empty[:10])
-    return _assemble(pages, sizes)
+    extracted = _assemble(pages, sizes)
+    return Extracted(extracted.text, extracted.encoding, extracted.layout, title)
+
+
+def _title(pdf) -> str:  # type: ignore[no-untyped-def]
+    """The title in the PDF's metadata, when it reads like one (not a file name or a tool's default)."""
+    try:
+        title = " ".join(str(pdf.get_metadata_value("Title") or "").split())
+    except Exception:  # damaged metadata is no reason to skip the text
+        return ""
+    if (
+        len(title) < 4
+        or len(title) > 300
+        or re.search(r"\.(?:docx?|pdf|indd|tex|dvi)$|^untitled|^microsoft", title, re.I)
+    ):
+        return ""
+    return title
 
 
 def _hyphen_end(line: _Line) -> bool:
