@@ -21,7 +21,7 @@ CORPUS = click.option(
     envvar="QA_CORPUS",
     default="corpus",
     show_default=True,
-    help="Folder of .txt/.md sources (env QA_CORPUS).",
+    help="Folder of .txt/.md/.pdf/.html/.docx sources (env QA_CORPUS).",
 )
 INDEX = click.option(
     "--index",
@@ -174,7 +174,7 @@ def _report_line(report: dict[str, Any]) -> str:
 )  # fmt: skip
 @JSON
 def watch(corpus: Path, index: Path, debounce_ms: int, as_json: bool) -> None:
-    """Rebuild the index whenever .txt/.md files in the corpus change (Ctrl-C stops).
+    """Rebuild the index whenever source files (.txt .md .pdf .html .htm .docx) in the corpus change (Ctrl-C stops).
 
     Builds first if the index is not fresh, then prints one line per rebuild
     (one JSON object a line with --json). A burst of changes, such as an

@@ -110,3 +110,26 @@ def test_page_image_boxes_the_sentence_and_panel_shows_it():
     )
     hostile = panel(answer, lambda s: "Otter", lambda s: 'javascript:alert(1)" onerror="x')
     assert "<img" not in panel_html(hostile)  # only PNG data: URIs become images
+
+
+def test_watcher_rebuilds_when_a_pdf_is_added_and_the_engine_swaps(make_corpus, tmp_path):
+    import time
+
+    from qa.answer import Engine
+    from qa.watch import CorpusWatcher
+
+    corpus = make_corpus({"notes.md": "# Notes\n\nOtters use rocks as tools to open shells.\n"})
+    index = tmp_path / "index"
+    build_index(corpus, index)
+    engine = Engine(index, corpus)
+    watcher = CorpusWatcher(corpus, index, engine=engine, debounce_ms=200).start()
+    try:
+        (corpus / "otters.pdf").write_bytes(otter_pdf())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (watcher.last_manifest and watcher.last_manifest.documents == 2):
+            time.sleep(0.1)
+        assert watcher.last_manifest is not None and watcher.last_manifest.documents == 2
+        top = engine.answer("How much fish does the giant otter eat every day?").sources[0]
+        assert top.doc == "otters.pdf" and top.page == 3
+    finally:
+        watcher.stop()
