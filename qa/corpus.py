@@ -24,7 +24,7 @@ from qa.types import CorpusError, Document, Passage, Sentence
 log = logging.getLogger(__name__)
 
 SUFFIXES = readers.SUFFIXES  # .txt .md .pdf .html .htm .docx
-SPLITTER = {"name": "pysbd", "version": 3}  # bump when splitting changes
+SPLITTER = {"name": "pysbd", "version": 3, "readers": readers.VERSION}  # bump when splitting changes
 
 # A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
