@@ -249,3 +249,8 @@ def test_reader_errors_never_escape_as_tracebacks(tmp_path, caplog):
     assert "x.html" in caplog.text
     with pytest.raises(UnreadableFileError, match=r"empty\.pdf"):
         read_bytes("empty.pdf", b"")
+
+
+def test_text_placed_off_the_page_is_ignored():
+    raw = make_pdf([[Text(72, 700, "Ferrets are playful."), Text(1e9, 700, "Hidden far away."), Text(72, -5e8, "Below.")]])
+    assert read_bytes("off.pdf", raw).text == "Ferrets are playful."

@@ -90,8 +90,8 @@ def _open(name: str, raw: bytes):  # type: ignore[no-untyped-def]
     return pdf
 
 
-def _page_lines(textpage, page_no: int) -> list[_Line]:  # type: ignore[no-untyped-def]
-    """The page's characters grouped into lines, in content order."""
+def _page_lines(textpage, page_no: int, size: tuple[float, float] = (1e4, 1e4)) -> list[_Line]:  # type: ignore[no-untyped-def]
+    """The page's characters grouped into lines, in content order; text off the page is dropped."""
     import pypdfium2.raw as pdfium_c
 
     lines: list[_Line] = []
@@ -119,6 +119,8 @@ def _page_lines(textpage, page_no: int) -> list[_Line]:  # type: ignore[no-untyp
         if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\t":
             continue
         box = textpage.get_charbox(i, loose=True) if not ch.isspace() else (0.0, 0.0, 0.0, 0.0)
+        if not ch.isspace() and not (-50 < box[0] < size[0] + 50 and -50 < box[1] < size[1] + 50):
+            continue  # off the page: invisible, and would stretch the layout (a hostile file's x = 1e9)
         if line.has_box and box[2] > box[0]:
             mid = (box[1] + box[3]) / 2
             h = line.height
@@ -265,10 +267,11 @@ def read(name: str, raw: bytes) -> Extracted:
                 sizes.append((612.0, 792.0))
                 continue
             try:
-                sizes.append(tuple(page.get_size()))  # type: ignore[arg-type]
+                width, height = page.get_size()
+                sizes.append((width, height))
                 textpage = page.get_textpage()
                 try:
-                    pages.append(_page_lines(textpage, i + 1))
+                    pages.append(_page_lines(textpage, i + 1, (width, height)))
                 finally:
                     textpage.close()
             finally:
