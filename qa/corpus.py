@@ -228,6 +228,7 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
         for s, e, _ in found:
             sentence_text = text[s:e]
             citable = prose and len(_WORD.findall(sentence_text)) >= 2
+            citable = citable and (doc.layout is None or doc.layout.citable_at(s))
             sentence = Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable)
             if doc.layout is not None:
                 located = doc.layout

@@ -37,7 +37,7 @@ ALL = [FEDERAL_REGISTER, JOURNAL, HANDBOOK, WIKIPEDIA]
 @pytest.mark.parametrize("name", ALL)
 def test_every_sentence_maps_back_exactly(name):
     doc, sentences = split(name)
-    assert sum(s.citable for s in sentences) >= 100
+    assert sum(s.citable for s in sentences) >= 50
     for s in sentences:
         assert doc.text[s.start : s.end] == s.text
         assert doc.text[s.passage_start : s.passage_end].find(s.text) >= 0
@@ -119,3 +119,10 @@ def test_wikipedia_navigation_and_footer_are_not_citable():
     assert "Jump to content" not in doc.text and "Privacy policy" not in doc.text
     etymology = next(s for s in sentences if s.text.startswith("The word duck comes from Old English"))
     assert etymology.citable and etymology.heading == "Duck > Etymology"
+
+
+def test_journal_reference_list_is_context_not_citations():
+    doc, sentences = split(JOURNAL)
+    reference = next(s for s in sentences if s.text.startswith("Kudsk KA, Fabian TC"))
+    assert not reference.citable and doc.text[reference.start : reference.end] == reference.text
+    assert any(s.citable and s.text.startswith("Failed retrieval rates") for s in sentences)

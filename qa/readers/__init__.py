@@ -41,7 +41,8 @@ class Layout:
     number unique in the document; ``char_box[i]`` the character's box
     (left, bottom, right, top; zeros when it has none). ``headings`` are
     ``(offset, path)`` pairs sorted by offset: from ``offset`` on, the text
-    sits under the heading path ``path`` ("Chapter 3 > Claims").
+    sits under the heading path ``path`` ("Chapter 3 > Claims"). ``context``
+    ranges are searchable context that is never cited (a reference list).
     """
 
     char_page: np.ndarray | None = None
@@ -49,6 +50,11 @@ class Layout:
     char_box: np.ndarray | None = None
     headings: tuple[tuple[int, str], ...] = ()
     page_sizes: tuple[tuple[float, float], ...] = field(default=())
+    context: tuple[tuple[int, int], ...] = ()  # ranges kept for context, never cited (a reference list)
+
+    def citable_at(self, offset: int) -> bool:
+        """False inside a range the reader marked as context only (a paper's reference list)."""
+        return not any(start <= offset < end for start, end in self.context)
 
     def heading_at(self, offset: int) -> str | None:
         """The heading path the text at ``offset`` sits under, or None."""

@@ -30,6 +30,10 @@ _SOFT_HYPHENS = "\ufffe\x02\u00ad"  # pdfium marks a hyphen it saw at a line end
 _TERMINAL = '.!?:;"”’)]'
 _CLOSERS = "\"'”’)] "
 _DIGITS = re.compile(r"\d+")
+_REFERENCES = re.compile(
+    r"(?:^|(?<=\n\n))(?:References|REFERENCES|Bibliography|BIBLIOGRAPHY|Literature [Cc]ited|Works [Cc]ited)"
+    r"(?:\s+1\.?)?[ \t]*(?=\n\n|$)"
+)
 _PAGE_NUMBER = re.compile(r"^(?:page\s*)?[#ivxlc]+(?:\s*(?:of|/)\s*#)?$", re.IGNORECASE)
 
 
@@ -413,10 +417,14 @@ def _assemble(pages: list[list[_Line]], sizes: list[tuple[float, float]]) -> Ext
             boxes.append(box)
         previous = (ln, block)
     text = "".join(chars)
+    # A paper's reference list: titles of other works, which answer no question about this one.
+    found = list(_REFERENCES.finditer(text))
+    context = ((found[-1].start(), len(text)),) if found and found[-1].start() > 0.2 * len(text) else ()
     layout = Layout(
         char_page=np.array(page_of, dtype=np.int32),
         char_line=np.array(line_of, dtype=np.int32),
         char_box=np.array(boxes, dtype=np.float32).reshape(-1, 4),
         page_sizes=tuple(sizes),
+        context=context,
     )
     return Extracted(text, "pdf", layout)
