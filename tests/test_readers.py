@@ -252,5 +252,7 @@ def test_reader_errors_never_escape_as_tracebacks(tmp_path, caplog):
 
 
 def test_text_placed_off_the_page_is_ignored():
-    raw = make_pdf([[Text(72, 700, "Ferrets are playful."), Text(1e9, 700, "Hidden far away."), Text(72, -5e8, "Below.")]])
+    raw = make_pdf(
+        [[Text(72, 700, "Ferrets are playful."), Text(1e9, 700, "Hidden far away."), Text(72, -5e8, "Below.")]]
+    )
     assert read_bytes("off.pdf", raw).text == "Ferrets are playful."
