@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,13 @@ class Layout:
         """False inside a range the reader marked as context only (a paper's reference list)."""
         return not any(start <= offset < end for start, end in self.context)
 
+    @cached_property
+    def _heading_offsets(self) -> list[int]:
+        return [h[0] for h in self.headings]
+
     def heading_at(self, offset: int) -> str | None:
         """The heading path the text at ``offset`` sits under, or None."""
-        i = bisect.bisect_right([h[0] for h in self.headings], offset) - 1
+        i = bisect.bisect_right(self._heading_offsets, offset) - 1
         return self.headings[i][1] if i >= 0 and self.headings[i][1] else None
 
     def pages(self, start: int, end: int) -> tuple[int, ...]:
