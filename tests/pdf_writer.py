@@ -33,8 +33,13 @@ def make_pdf(
     height: float = 792,
     encrypted: bool = False,
     image_only: bool = False,
+    ligatures: bool = False,
 ) -> bytes:
-    """The bytes of a PDF with one page per list of lines."""
+    """The bytes of a PDF with one page per list of lines.
+
+    With ``ligatures``, the font's ToUnicode map turns ``°`` and ``±`` into the
+    ligature characters U+FB01 (fi) and U+FB02 (fl), as many real PDFs do.
+    """
     objects: list[bytes] = []
 
     def add(body: bytes) -> int:
@@ -43,7 +48,17 @@ def make_pdf(
 
     catalog = add(b"")  # filled in below
     tree = add(b"")
-    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    to_unicode = b""
+    if ligatures:
+        cmap = (
+            b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Lig def "
+            b"1 begincodespacerange <00> <FF> endcodespacerange "
+            b"2 beginbfchar <B0> <FB01> <B1> <FB02> endbfchar endcmap "
+            b"CMapName currentdict /CMap defineresource pop end end"
+        )
+        cmap_id = add(b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream")
+        to_unicode = b" /ToUnicode %d 0 R" % cmap_id
+    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding" + to_unicode + b" >>")
     image = add(b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray "
                 b"/BitsPerComponent 8 /Length 1 >>\nstream\n\x80\nendstream") if image_only else 0  # fmt: skip
     kids = []

@@ -256,3 +256,11 @@ def test_text_placed_off_the_page_is_ignored():
         [[Text(72, 700, "Ferrets are playful."), Text(1e9, 700, "Hidden far away."), Text(72, -5e8, "Below.")]]
     )
     assert read_bytes("off.pdf", raw).text == "Ferrets are playful."
+
+
+def test_pdf_ligatures_are_spelled_out_for_search():
+    raw = make_pdf([[Text(72, 700, "The o°ce has a ±oor plan.")]], ligatures=True)  # ° -> U+FB01, ± -> U+FB02
+    extracted = read_bytes("lig.pdf", raw)
+    assert extracted.text == "The ofice has a floor plan."
+    assert not any("\ufb00" <= c <= "\ufb06" for c in extracted.text)
+    assert extracted.layout is not None and len(extracted.layout.boxes(4, 9)) == 1  # "ofice" keeps its box

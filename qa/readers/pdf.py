@@ -7,7 +7,7 @@ column by column. Running heads and footers (lines in the top or bottom
 margin that repeat on other pages, page numbers), printer slugs and rotated
 margin text are left out. A word hyphenated across lines is joined
 ("compo-" + "nent" -> "component") and keeps both pieces' boxes; ligatures
-(U+FB00-FB06) are spelled out.
+(U+FB00-FB06) are spelled out (pdfium decomposes most; any left are NFKC-normalised).
 """
 
 from __future__ import annotations
