@@ -332,7 +332,21 @@ class Engine:
         sources = []
         for hit in hits[:k]:
             s = data.sentences[hit.sentence]
-            sources.append(Source(s.doc, s.start, s.end, s.text, round(hit.score, 4), s.passage_start, s.passage_end))
+            sources.append(
+                Source(
+                    s.doc,
+                    s.start,
+                    s.end,
+                    s.text,
+                    round(hit.score, 4),
+                    s.passage_start,
+                    s.passage_end,
+                    s.page,
+                    s.pages,
+                    s.heading,
+                    s.boxes,
+                )
+            )
         abstained = confidence < self.settings.abstain_below
         if not sources:
             text = "The sources don't answer this question: the index holds no sentences."

@@ -333,7 +333,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     report["skipped_reasons"] = {d: reasons.get(d) or old_reasons.get(d) or "unreadable" for d in report["skipped"]}
     _count_files(report, old_sources, sources, [d.id for d in documents])
     if not documents:
-        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable .txt or .md files")
+        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
 
     encoder = get_encoder(model)
     keys = [_key(encoder.export_id, text) for _, text in views]

@@ -21,7 +21,7 @@ CORPUS = click.option(
     envvar="QA_CORPUS",
     default="corpus",
     show_default=True,
-    help="Folder of .txt/.md sources (env QA_CORPUS).",
+    help="Folder of .txt/.md/.pdf/.html/.docx sources (env QA_CORPUS).",
 )
 INDEX = click.option(
     "--index",
@@ -130,7 +130,8 @@ def ask(question: str, k: int, history: tuple[str, ...], index: Path, as_json: b
     if result.sources:
         click.echo(label)
     for rank, s in enumerate(result.sources, 1):
-        click.echo(f"[{rank}] {shown(s.doc)} chars {s.start}-{s.end} (score {s.score:.3f})")
+        where = f", page {s.page}" if s.page is not None else (f", {shown(s.heading)}" if s.heading else "")
+        click.echo(f"[{rank}] {shown(s.doc)}{where} chars {s.start}-{s.end} (score {s.score:.3f})")
         click.echo(f"    {' '.join(s.text.split())}")
 
 
@@ -188,7 +189,7 @@ def _report_line(report: dict[str, Any]) -> str:
 )  # fmt: skip
 @JSON
 def watch(corpus: Path, index: Path, debounce_ms: int, as_json: bool) -> None:
-    """Rebuild the index whenever .txt/.md files in the corpus change (Ctrl-C stops).
+    """Rebuild the index whenever source files (.txt .md .pdf .html .htm .docx) in the corpus change (Ctrl-C stops).
 
     Builds first if the index is not fresh, then prints one line per rebuild
     (one JSON object a line with --json). A burst of changes, such as an

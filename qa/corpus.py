@@ -6,6 +6,7 @@ splitter never changes the text, it only finds boundaries in it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -16,18 +17,24 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from qa import readers
+from qa.readers import UnreadableFileError
 from qa.types import CorpusError, Document, Passage, Sentence
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".md")
-SPLITTER = {"name": "pysbd", "version": 3}  # bump when splitting changes
+SUFFIXES = readers.SUFFIXES  # .txt .md .pdf .html .htm .docx
+# Version 4: bounded splitting (version 3 on the robustness branch) and the readers (version 3 on theirs).
+SPLITTER = {"name": "pysbd", "version": 4, "readers": readers.VERSION}  # bump when splitting changes
 # pysbd is quadratic on text without sentence punctuation (100 KB took 8.7 s,
 # 1 MB about 15 minutes): it only ever sees pieces this long, cut at a sentence
 # end, a line break or a space (2,000 characters split in ~10 ms).
 MAX_SPLIT_CHARS = 2000
-# Larger files are skipped with a message naming them (README "Guarantees and limits").
+# Larger files are skipped with a message naming them (README "Guarantees and limits"):
+# text and HTML over 10 MB, PDF and Word files (mostly images and fonts) over 200 MB.
 MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_PACKED_FILE_BYTES = 200 * 1024 * 1024
+PACKED_SUFFIXES = (".pdf", ".docx")
 
 # A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -54,12 +61,8 @@ def _warn_once(path: str, reason: str) -> None:
         log.warning("skipping %s: %s", path, reason)
 
 
-class UnreadableFileError(CorpusError):
-    """A corpus file that cannot be read as text."""
-
-
 def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """Return ``(doc_id, path)`` for every ``.txt``/``.md`` file, sorted by id.
+    """Return ``(doc_id, path)`` for every file a reader handles (``SUFFIXES``), sorted by id.
 
     Hidden files and folders are ignored; symlinks are followed only when
     they resolve inside the corpus folder.
@@ -145,14 +148,16 @@ def read_document(doc_id: str, path: Path, *, skipped: dict[str, str] | None = N
     """
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            reason = f"{size / 2**20:.1f} MB is over the {MAX_FILE_BYTES // 2**20} MB file size limit"
+        limit = MAX_PACKED_FILE_BYTES if doc_id.lower().endswith(PACKED_SUFFIXES) else MAX_FILE_BYTES
+        if size > limit:
+            reason = f"{size / 2**20:.1f} MB is over the {limit // 2**20} MB file size limit"
             log.warning("skipping %s: %s", doc_id, reason)
             if skipped is not None:
                 skipped[doc_id] = reason
             return None
         raw = path.read_bytes()
-        text, encoding = decode(raw, doc_id)
+        extracted = readers.read_bytes(doc_id, raw)
+        text, encoding = extracted.text, extracted.encoding
     except (OSError, UnreadableFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if isinstance(exc, UnreadableFileError) and "binary content" in reason:
@@ -166,9 +171,9 @@ def read_document(doc_id: str, path: Path, *, skipped: dict[str, str] | None = N
         if skipped is not None:
             skipped[doc_id] = "empty"
         return None
-    if size > 1 << 20:  # splitting a big file takes seconds: say which one
-        log.info("splitting %s (%.1f MB)", doc_id, size / 2**20)
-    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding)
+    if len(text) > 1 << 20:  # splitting a big document takes seconds: say which one
+        log.info("splitting %s (%.1f M characters)", doc_id, len(text) / 2**20)
+    return Document(doc_id, text, hashlib.sha256(raw).hexdigest(), encoding, extracted.layout, extracted.title)
 
 
 # --- splitting ----------------------------------------------------------------
@@ -316,12 +321,21 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
         for s, e, _ in found:
             sentence_text = text[s:e]
             citable = prose and len(_WORD.findall(sentence_text)) >= 2
-            sentences.append(Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable))
+            citable = citable and (doc.layout is None or doc.layout.citable_at(s))
+            sentence = Sentence(doc.id, s, e, sentence_text, p_start, p_end, citable)
+            if doc.layout is not None:
+                located = doc.layout
+                sentence = dataclasses.replace(
+                    sentence, pages=located.pages(s, e), boxes=located.boxes(s, e), heading=located.heading_at(s)
+                )
+            sentences.append(sentence)
     return passages, sentences
 
 
 def document_title(doc: Document, passages: list[Passage]) -> str:
-    """The document's title: a first passage that is one unpunctuated line."""
+    """The document's title: the one its file declares, else a first passage that is one unpunctuated line."""
+    if doc.title:
+        return doc.title
     if passages:
         first = passages[0].text
         stem = first.rstrip(_CLOSERS)

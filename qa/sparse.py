@@ -71,6 +71,9 @@ class SparseIndex:
     @classmethod
     def build(cls, texts: list[str]) -> SparseIndex:
         stopwords = _stopwords()
+        if not texts:  # a corpus with nothing citable: an empty index (bm25s cannot build one)
+            empty = cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int32), {}, 0, stopwords)
+            return empty
         bm25 = _bm25s().BM25(method="lucene")
         corpus = [tokenize(t, stopwords) or [""] for t in texts]
         bm25.index(corpus, show_progress=False)
@@ -80,9 +83,17 @@ class SparseIndex:
         return index
 
     def save(self, folder: Path) -> None:
-        if self._bm25 is None:
+        if self._bm25 is not None:
+            self._bm25.save(str(folder), allow_pickle=False, show_progress=False)
+        elif self.num_docs == 0:  # the empty index, in bm25s's layout
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, array in (("data", self._data), ("indices", self._indices), ("indptr", self._indptr)):
+                np.save(folder / f"{name}.csc.index.npy", array, allow_pickle=False)
+            (folder / "vocab.index.json").write_text("{}", encoding="utf-8")
+            params = {"k1": 1.5, "b": 0.75, "delta": 0.5, "method": "lucene", "idf_method": "lucene", "num_docs": 0}
+            (folder / "params.index.json").write_text(json.dumps(params), encoding="utf-8")
+        else:
             raise ValueError("only a freshly built BM25 index can be saved")
-        self._bm25.save(str(folder), allow_pickle=False, show_progress=False)
         (folder / STOPWORDS_FILE).write_text(json.dumps(sorted(self.stopwords)), encoding="utf-8")
 
     @classmethod

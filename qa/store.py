@@ -8,7 +8,8 @@ Layout of an index folder::
       v-<version>/
         manifest.json      Manifest: model, settings, source and file checksums
         documents.jsonl    one document a line: id, sha256, encoding, title, text
-        sentences.jsonl    one sentence a line (row i = sentence id i)
+        sentences.jsonl    one sentence a line (row i = sentence id i), with its
+                           location when it has one: pages, boxes, heading
         vectors.faiss      IndexFlatIP of unit vectors (several per sentence)
         vector_sentence.npy  row -> sentence id (int32)
         vector_keys.json   row -> content key (model + embedded text), for reuse
@@ -50,7 +51,7 @@ from qa.types import IndexBusyError, IndexStateError, Manifest, Sentence
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sentences carry pages, boxes and heading paths
 CURRENT = "CURRENT"
 LOCK = "index.lock"
 MARKER = ".qa-index"  # in the index root: this folder is an index
@@ -171,7 +172,18 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
             for d in _read_jsonl(folder / "documents.jsonl")
         }
         sentences = [
-            Sentence(r["doc"], r["start"], r["end"], r["text"], r["passage_start"], r["passage_end"], r["citable"])
+            Sentence(
+                r["doc"],
+                r["start"],
+                r["end"],
+                r["text"],
+                r["passage_start"],
+                r["passage_end"],
+                r["citable"],
+                tuple(r.get("pages", ())),
+                tuple(tuple(b) for b in r.get("boxes", ())),
+                r.get("heading"),
+            )
             for r in _read_jsonl(folder / "sentences.jsonl")
         ]
         vectors = faiss.read_index(str(folder / "vectors.faiss"))
@@ -240,6 +252,10 @@ def write_folder(
                     "doc": s.doc, "start": s.start, "end": s.end, "text": s.text,
                     "passage_start": s.passage_start, "passage_end": s.passage_end, "citable": s.citable,
                 }  # fmt: skip
+                if s.pages:
+                    row["pages"], row["boxes"] = list(s.pages), [list(b) for b in s.boxes]
+                if s.heading:
+                    row["heading"] = s.heading
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         flat = faiss.IndexFlatIP(manifest.dimension)
         if len(vectors):

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qa.readers import Layout
+
+# A box on a PDF page: (page from 1, left, bottom, right, top) in PDF points, origin bottom-left.
+Box = tuple[int, float, float, float, float]
 
 # --- errors -------------------------------------------------------------------
 
@@ -43,7 +49,9 @@ class Document:
     id: str
     text: str
     sha256: str
-    encoding: str = "utf-8"
+    encoding: str = "utf-8"  # or the format a reader decoded: "pdf", "docx"
+    layout: Layout | None = None  # where the text sits in the file (pages, boxes, headings)
+    title: str = ""  # the title the file declares (PDF metadata, HTML <title>, Word properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,13 @@ class Sentence:
     passage_start: int
     passage_end: int
     citable: bool = True  # False: indexed for context only (titles, chrome)
+    pages: tuple[int, ...] = ()  # PDF pages (from 1) the sentence lies on
+    boxes: tuple[Box, ...] = ()  # its boxes on those pages, one per line piece
+    heading: str | None = None  # heading path it sits under ("Chapter 3 > Claims")
+
+    @property
+    def page(self) -> int | None:
+        return self.pages[0] if self.pages else None
 
 
 # --- answers ------------------------------------------------------------------
@@ -84,9 +99,27 @@ class Source:
     score: float
     passage_start: int
     passage_end: int
+    page: int | None = None  # first PDF page (from 1) of the sentence; None for other formats
+    pages: tuple[int, ...] = ()  # every page it lies on (a sentence can cross a page break)
+    heading: str | None = None  # heading path of its passage in Markdown, HTML, Word
+    boxes: tuple[Box, ...] = ()  # (page, left, bottom, right, top) in PDF points, bottom-left origin
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["pages"] = list(self.pages)
+        d["boxes"] = [list(b) for b in self.boxes]
+        return d
+
+    @property
+    def location(self) -> str:
+        """Where a person finds it: ``report.pdf, page 3`` or ``guide.docx, Setup > Install``."""
+        if self.pages:
+            if len(self.pages) > 1:
+                return f"{self.doc}, pages {self.pages[0]}–{self.pages[-1]}"
+            return f"{self.doc}, page {self.pages[0]}"
+        if self.heading:
+            return f"{self.doc}, {self.heading}"
+        return self.doc
 
 
 @dataclass(frozen=True, slots=True)

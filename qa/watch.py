@@ -10,7 +10,7 @@ each new index as soon as it is built::
 
 A burst of events (an editor's save writes a temp file, renames it, writes
 again) triggers one rebuild once the corpus has been quiet for ``debounce_ms``.
-Only ``.txt``/``.md`` files (and folders, which may hold them) count; hidden
+Only files a reader handles (``qa.corpus.SUFFIXES``: .txt .md .pdf .html .htm .docx; and folders) count; hidden
 files and the index folder itself (which may live inside the corpus) do not.
 The rebuild is ``build_index()``: incremental, under the build lock, and a
 no-op when nothing really changed.

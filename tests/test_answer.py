@@ -26,7 +26,10 @@ def test_k_sources_and_json(article_index: Path) -> None:
     assert len(result.sources) == 5
     data = json.loads(json.dumps(result.to_dict()))
     assert data["sources"][0]["text"] == result.sources[0].text
-    assert set(data["sources"][0]) == {"doc", "start", "end", "text", "score", "passage_start", "passage_end"}
+    assert set(data["sources"][0]) == {
+        "doc", "start", "end", "text", "score", "passage_start", "passage_end", "page", "pages", "heading", "boxes",
+    }  # fmt: skip
+    assert data["sources"][0]["page"] is None and data["sources"][0]["boxes"] == []  # a .txt has no pages
 
 
 @pytest.mark.parametrize(

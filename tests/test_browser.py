@@ -166,3 +166,92 @@ def test_long_passage_shows_a_window_and_scrolls_to_the_highlight(page, long_pas
     page.wait_for_timeout(300)
     box = mark.bounding_box()
     assert box is not None and 0 <= box["y"] < 900  # in the viewport
+
+
+# --- PDF, HTML and Word sources -------------------------------------------------
+
+PDF_HOSTILE = "The Quokka service manual prints <script>window.__pwned=1</script> on its last page for testing."
+PDF_LINES = [
+    "Quokkas live on Rottnest Island off the coast of",
+    "Western Australia and weigh about three kilograms.",
+    "They are active at night and rest in the shade.",
+]
+HTML_HOSTILE = "The wombat page shows &lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt; as plain text."
+
+
+@pytest.fixture(scope="module")
+def documents_app(launch_app, make_session_corpus, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """URL of the web chat over a generated PDF, an HTML page and a Word file, each with hostile text."""
+    import io
+
+    import docx
+
+    from .pdf_writer import Text, column_page, make_pdf
+
+    pdf = make_pdf(
+        [
+            column_page([["Marsupial Notes, volume one, about small animals of Australia."]], head="Marsupial Notes"),
+            column_page([PDF_LINES], head="Marsupial Notes"),
+            [Text(50, 700, PDF_HOSTILE[:66]), Text(50, 688, PDF_HOSTILE[67:])],  # split at the space after </script>
+        ]
+    )
+    word = docx.Document()
+    word.add_heading("Koalas", level=1)
+    word.add_paragraph(
+        'Koalas sleep up to twenty hours a day and the file says <b onmouseover="window.__pwned=1">hi</b>.'
+    )
+    out = io.BytesIO()
+    word.save(out)
+    page = f"<html><body><main><h1>Wombats</h1><h2>Droppings</h2><p>Wombats make cube-shaped droppings.</p><p>{HTML_HOSTILE}</p></main></body></html>"  # noqa: E501
+    corpus = make_session_corpus(
+        {"marsupials.pdf": pdf, "wombats.html": page, "koalas.docx": out.getvalue()}, name="documents"
+    )
+    return launch_app(tmp_path_factory.mktemp("documents-index") / "index", corpus)
+
+
+RED_PIXELS = """img => {
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let red = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 180 && d[i + 1] < 90 && d[i + 2] < 90) red++;
+  return red;
+}"""
+
+
+def test_pdf_citation_shows_its_page_with_the_sentence_boxed(page, documents_app: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, documents_app)
+    ask(page, "How much does a quokka weigh?")
+    mark = page.locator('#qa-sources mark.answer[data-rank="1"]')
+    assert "weigh about three kilograms" in mark.text_content()
+    head = page.locator("#qa-sources .qa-source").first.locator(".qa-source-head").inner_text()
+    assert "marsupials.pdf" in head and "page 2" in head
+    assert "marsupials.pdf, page 2" in page.locator("#qa-chat").inner_text()
+    image = page.locator('#qa-sources img.qa-page[data-rank="1"]')
+    image.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => img.naturalWidth") <= 600
+    assert image.evaluate(RED_PIXELS) > 200  # the box drawn around the sentence
+    assert page.outside == []
+    if os.environ.get("QA_SCREENSHOTS") == "1":
+        shot = tmp_path / "pdf.png"
+        page.screenshot(path=str(shot), full_page=True)
+        shutil.copy(shot, ROOT / "docs" / "screenshot-pdf.png")
+
+
+def test_hostile_text_in_pdf_html_and_docx_stays_inert(page, documents_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, documents_app)
+    ask(page, "What does the Quokka service manual print on its last page?")
+    assert "<script>window.__pwned=1</script>" in page.locator("#qa-sources").text_content()
+    ask(page, "What does the wombat page show as plain text?")
+    assert '<img src=x onerror="window.__pwned=1">' in page.locator("#qa-sources").text_content()
+    head = page.locator("#qa-sources .qa-source").first.locator(".qa-source-head").inner_text()
+    assert "Wombats > Droppings" in head
+    ask(page, "How long do koalas sleep?")
+    assert '<b onmouseover="window.__pwned=1">hi</b>' in page.locator("#qa-sources").text_content()
+    assert page.locator("#qa-sources script, #qa-chat script, #qa-sources b, img[src='x']").count() == 0
+    page.locator("#qa-sources").hover()
+    page.wait_for_timeout(500)
+    assert page.evaluate("typeof window.__pwned") == "undefined"

@@ -164,3 +164,14 @@ def test_index_names_the_export_used_for_queries(article_index: Path) -> None:
     manifest = read_manifest(folder)
     retriever = get_engine(article_index).retriever()
     assert retriever.encoder.export_id == manifest.encoder["export"]
+
+
+def test_a_corpus_with_nothing_citable_builds_an_empty_index(make_corpus, tmp_path: Path) -> None:
+    from qa import answer
+
+    corpus = make_corpus({"menu.txt": "Home\n\nAbout\n\nContact\n"})  # headings only: nothing citable
+    index = tmp_path / "index"
+    manifest = build_index(corpus, index)
+    assert manifest.documents == 1
+    reply = answer("What is on the menu?", index=index)
+    assert reply.abstained

@@ -10,6 +10,7 @@ index load once, in :func:`build_app`, before the app serves anyone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -57,6 +58,8 @@ CSS = """
 #qa-sources .abstained .qa-heading { color: #a15c00; }
 #qa-sources sup.qa-mark-rank { font-size: 0.7em; font-weight: 700; margin-left: 1px; }
 #qa-status { font-size: 0.85rem; }
+#qa-sources img.qa-page { display: block; max-width: 100%; height: auto; margin: 0.3rem 0 0.5rem;
+  border: 1px solid var(--border-color-primary); }
 """
 
 # The side panel can be long: bring the first cited sentence into view after each answer.
@@ -87,6 +90,25 @@ class ChatService:
 
     def ask(self, question: str, history: Sequence[str] = (), k: int = 3) -> Answer:
         return self.engine.answer(question, history=history, k=k)
+
+    def page_image(self, source: Source) -> str | None:
+        """The source's PDF page with its sentence boxed, as a data: URI; None when the file changed or is gone."""
+        data = self.engine.retriever().data
+        document = data.documents.get(source.doc)
+        if document is None or source.page is None:
+            return None
+        path = Path(data.manifest.corpus) / source.doc
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(raw).hexdigest() != document.sha256:
+            return None  # the file changed since the index was built: its boxes would be wrong
+        try:
+            return render.data_uri(render.page_png(raw, source.page, source.boxes))
+        except Exception:  # a page that no longer renders: show the passage without its picture
+            log.warning("cannot render page %s of %s", source.page, source.doc, exc_info=True)
+            return None
 
     def passage_text(self, source: Source) -> str:
         document = self.engine.retriever().data.documents.get(source.doc)
@@ -212,7 +234,7 @@ def build_app(
             {"role": "user", "content": render.chat_question(question)},
             {"role": "assistant", "content": render.chat_reply(result)},
         ]
-        panel = render.panel_html(render.panel(result, service.passage_text))
+        panel = render.panel_html(render.panel(result, service.passage_text, service.page_image))
         return chat, panel, service.status_markdown(after_answer=True), [*asked, question.strip()], "", chat
 
     def answer(question: str, history: list[str] | None = None, k: int = 3) -> dict[str, Any]:

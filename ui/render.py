@@ -18,7 +18,9 @@ Sold 5 cars\\. \\[1\\]
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +67,8 @@ class PanelSource:
     highlight_start: int
     highlight_end: int
     answers: bool  # False when the assistant abstained: a closest match, not an answer
+    where: str = ""  # "page 3" for a PDF, the heading path for HTML, Word and Markdown
+    image: str | None = None  # a data: URI of the PDF page with the sentence boxed
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,8 @@ class Panel:
 
 
 def source_reference(rank: int, source: Source) -> str:
-    """``[1] doc.txt, characters 120–245`` (plain text; escape before Markdown)."""
-    return f"[{rank}] {source.doc}, characters {source.start}–{source.end}"
+    """``[1] doc.txt, characters 120–245`` or ``[1] report.pdf, page 3, characters ...`` (plain text)."""
+    return f"[{rank}] {source.location}, characters {source.start}–{source.end}"
 
 
 def chat_reply(answer: Answer) -> str:
@@ -96,11 +100,16 @@ def chat_question(question: str) -> str:
     return escape_markdown(question)
 
 
-def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
+def panel(
+    answer: Answer,
+    passage_text: Callable[[Source], str],
+    page_image: Callable[[Source], str | None] | None = None,
+) -> Panel:
     """The side panel for an answer.
 
     ``passage_text(source)`` returns the text of the source's passage, i.e.
-    ``document_text[source.passage_start:source.passage_end]``.
+    ``document_text[source.passage_start:source.passage_end]``;
+    ``page_image(source)`` a data: URI of its PDF page with the sentence boxed, or None.
     """
     items = []
     for rank, s in enumerate(answer.sources, 1):
@@ -112,8 +121,15 @@ def panel(answer: Answer, passage_text: Callable[[Source], str]) -> Panel:
             passage, start, end = s.text, 0, len(s.text)
         passage, start, end = passage_window(passage, start, end)
         label = f"[{rank}] closest match, low confidence" if answer.abstained else f"[{rank}]"
+        if s.pages:
+            where = f"page {s.pages[0]}" if len(s.pages) == 1 else f"pages {s.pages[0]}–{s.pages[-1]}"
+        else:
+            where = s.heading or ""
+        image = page_image(s) if page_image is not None and s.boxes and rank <= MAX_PAGE_IMAGES else None
         items.append(
-            PanelSource(rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained)
+            PanelSource(
+                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained, where, image
+            )
         )
     if not items:
         heading = "No source matches this question."
@@ -188,12 +204,18 @@ def panel_html(p: Panel) -> str:
         groups.setdefault((s.doc, s.passage, s.start - s.highlight_start), []).append(s)
     for (doc, passage, _), members in groups.items():
         ranks = ", ".join(m.label for m in members)
-        where = "; ".join(f"characters {m.start}–{m.end}" for m in members)
+        where = "; ".join(", ".join(x for x in (m.where, f"characters {m.start}–{m.end}") if x) for m in members)
         out.append(f'<div class="qa-source" data-rank="{members[0].rank}">')
         out.append(
             f'<div class="qa-source-head"><span class="qa-rank">{e(ranks)}</span> '
             f'<span class="qa-doc">{e(doc)}</span> <span class="qa-where">{e(where)}</span></div>'
         )
+        for m in members:
+            if m.image and m.image.startswith("data:image/png;base64,"):
+                alt = f"{doc}, {m.where}, with source [{m.rank}] boxed"
+                out.append(
+                    f'<img class="qa-page" data-rank="{m.rank}" src="{e(m.image)}" alt="{e(alt)}" title="{e(alt)}">'
+                )
         spans = [(m.highlight_start, m.highlight_end, str(m.rank)) for m in members]
         by_rank = {str(m.rank): m for m in members}
         body = []
@@ -212,6 +234,61 @@ def panel_html(p: Panel) -> str:
         out.append("</div>")
     out.append("</div>")
     return "\n".join(out)
+
+
+MAX_PAGE_IMAGES = 3  # page images per answer: each is ~100 kB in the page
+PAGE_WIDTH_PX = 560  # rendered page width; a US Letter page is then ~725 px tall
+CROP_HEIGHT_PT = 260  # height of the page band shown around a cited sentence
+
+
+def page_png(
+    pdf: bytes, page: int, boxes: Sequence[Sequence[float]], *, width: int = PAGE_WIDTH_PX, crop: bool = True
+) -> bytes:
+    """PNG of page ``page`` (from 1) of a PDF with each box ``(page, left, bottom, right, top)`` drawn on it.
+
+    Boxes are in PDF points with the origin at the page's bottom-left (as stored
+    in the index); boxes on other pages are ignored. With ``crop``, only a band
+    of the page around the boxes (``CROP_HEIGHT_PT`` tall, or taller to hold them).
+    """
+    import pypdfium2 as pdfium
+    from PIL import ImageDraw
+
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        p = doc[page - 1]
+        try:
+            w, h = p.get_size()
+            scale = width / w
+            image = p.render(scale=scale).to_pil().convert("RGB")
+        finally:
+            p.close()
+    finally:
+        doc.close()
+    draw = ImageDraw.Draw(image, "RGBA")
+    ys: list[float] = []
+    for b in boxes:
+        if int(b[0]) != page:
+            continue
+        left, bottom, right, top = (float(v) for v in b[1:5])
+        xy = (left * scale - 2, (h - top) * scale - 2, right * scale + 2, (h - bottom) * scale + 2)
+        draw.rectangle(xy, fill=(255, 224, 102, 90), outline=(220, 38, 38, 255), width=2)
+        ys += [xy[1], xy[3]]
+    if crop and ys:
+        # A band of the page around the sentence: readable beside the passage, and a
+        # third of the bytes; the full page is one click away in the PDF itself.
+        band = CROP_HEIGHT_PT * scale
+        middle = (min(ys) + max(ys)) / 2
+        half = max(band, max(ys) - min(ys) + 80 * scale) / 2
+        upper = max(0.0, min(middle - half, image.height - 2 * half))
+        image = image.crop((0, int(upper), image.width, int(min(image.height, upper + 2 * half))))
+    out = io.BytesIO()
+    # 32 colours keep text and the box sharp and make the PNG a third of its RGB size.
+    image.quantize(colors=32).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def sources_json(answer: Answer) -> list[dict[str, object]]:

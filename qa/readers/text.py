@@ -1,0 +1,39 @@
+"""Plain text and Markdown: the file's text as decoded; Markdown headings give heading paths."""
+
+from __future__ import annotations
+
+import re
+
+from qa.readers import Extracted, Layout
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_FENCE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
+
+
+def read(name: str, raw: bytes) -> Extracted:
+    from qa.corpus import decode  # decoding rules live with the corpus (shared with other callers)
+
+    text, encoding = decode(raw, name)
+    return Extracted(text, encoding)
+
+
+def heading_paths(text: str) -> tuple[tuple[int, str], ...]:
+    """``(offset, path)`` for each ATX heading (``## Title``) outside code fences."""
+    fences = [m.start() for m in _FENCE.finditer(text)]
+    stack: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = []
+    for m in _ATX.finditer(text):
+        if sum(1 for f in fences if f < m.start()) % 2:  # inside a fenced code block
+            continue
+        level, title = len(m.group(1)), " ".join(m.group(2).split())
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        found.append((m.start(), " > ".join(t for _, t in stack)))
+    return tuple(found)
+
+
+def read_markdown(name: str, raw: bytes) -> Extracted:
+    extracted = read(name, raw)
+    headings = heading_paths(extracted.text)
+    return Extracted(extracted.text, extracted.encoding, Layout(headings=headings) if headings else None)
