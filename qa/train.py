@@ -1,0 +1,265 @@
+"""Fit the ranker and its calibrator on SQuAD-format data: ``qa train --squad FILE``.
+
+Every question is asked three ways against one index of all articles:
+as is ("answerable"), with the sentences touching its gold spans excluded
+from the candidates ("dropped": in-topic but unanswerable) and with its whole
+article excluded ("off-corpus"). The ranker (logistic regression over
+``qa.rank.FEATURES``) learns from the answerable questions' candidates:
+label 1 for a sentence holding a whole gold span. The calibrator (Platt:
+logistic regression on the top logit and its margin over the second) learns
+"the top sentence answers" from all three, scored by rankers fit on the
+other folds' articles, so it sees held-out scores, as users' questions will
+be. The threshold is the confidence under which at most 2.5% of those
+held-out answerable questions fall.
+
+scikit-learn is needed here only; answering needs numpy and the JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answer import Engine
+from qa.rank import FEATURES, Ranker, candidate_features
+from qa.retrieve import answer_type
+from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("answerable", "dropped", "off_corpus")
+DEPTH = 30  # first-stage candidates the ranker orders
+ABSTAIN_QUANTILE = 0.025  # answerable questions allowed under the threshold when fitting it (target: 3% held out)
+MAX_HIT_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question asked under one condition: its ranked-by-first-stage candidates and their labels."""
+
+    question: SquadQuestion
+    condition: str
+    ids: np.ndarray
+    x: np.ndarray  # (n, len(FEATURES))
+    labels: np.ndarray  # 1 where the candidate is a hit (holds a whole gold span, <= 400 characters)
+    seconds: float  # first-stage time (embedding included for "answerable")
+
+    @property
+    def baseline_confidence(self) -> float:
+        """Today's confidence: the best first-stage candidate's cosine, alone or in its window."""
+        return float(max(self.x[0, 0], self.x[0, 1])) if len(self.ids) else 0.0
+
+
+def collect(
+    data: SquadData,
+    engine: Engine,
+    *,
+    questions: Sequence[SquadQuestion] | None = None,
+    conditions: Sequence[str] = CONDITIONS,
+    depth: int = DEPTH,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Example]:
+    """Ask each question under each condition; the features and labels of its top ``depth`` candidates."""
+    retriever = engine.retriever()
+    sentences = retriever.data.sentences
+    gold = GoldMap(sentences)
+    hit_ok = np.array([len(s.text) <= MAX_HIT_CHARS for s in sentences])
+    questions = list(questions if questions is not None else data.questions)
+    examples = []
+    for n, q in enumerate(questions, 1):
+        covering = gold.covering(q)
+        for condition in conditions:
+            exclude = None
+            if condition == "dropped":
+                exclude = gold.overlapping(q)
+            elif condition == "off_corpus":
+                exclude = gold.article(q.article)
+            started = time.perf_counter()
+            c, fused, follow_up, _ = engine.candidates(
+                retriever, q.question, [], exclude=exclude, reuse=condition != "answerable"
+            )
+            ids, x = candidate_features(
+                c, fused, sentences, has_type=answer_type(q.question) is not None, follow_up=follow_up, depth=depth
+            )
+            seconds = time.perf_counter() - started
+            labels = np.array([int(i) in covering and hit_ok[i] for i in ids], dtype=np.int8)
+            examples.append(Example(q, condition, ids, x, labels, seconds))
+        if progress is not None:
+            progress(n, len(questions))
+    return examples
+
+
+def fit_ranker(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean, scale, weights, bias) of a logistic regression: candidate -> "holds the answer".
+
+    Learns from answerable examples that have a hit among their candidates
+    (the others teach nothing about order).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [e for e in examples if e.condition == "answerable" and e.labels.any()]
+    if not rows:
+        raise ValueError("no answerable question has its answer among the candidates; nothing to learn from")
+    x = np.concatenate([e.x for e in rows]).astype(np.float64)
+    y = np.concatenate([e.labels for e in rows])
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-6] = 1.0  # a constant feature (no verifier, no follow-ups) gets weight 0 below
+    z = (x - mean) / scale
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    model.fit(z, y)
+    weights = model.coef_[0].copy()
+    weights[x.std(axis=0) < 1e-6] = 0.0
+    return mean, scale, weights, float(model.intercept_[0])
+
+
+def _top(scores: np.ndarray) -> tuple[float, float]:
+    if len(scores) == 0:
+        return -10.0, 0.0
+    order = np.sort(scores)[::-1]
+    return float(order[0]), float(order[0] - order[1]) if len(order) > 1 else 5.0
+
+
+def fit_calibrator(tops: np.ndarray, margins: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """Platt scaling on (top logit, margin): ``sigmoid(a * top + b * margin + c)`` = P(top answers)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("calibration needs both right and wrong top answers")
+    model = LogisticRegression(C=100.0, max_iter=2000)
+    model.fit(np.column_stack([tops, margins]), labels)
+    a, b = (float(v) for v in model.coef_[0])
+    return a, b, float(model.intercept_[0])
+
+
+def ranker_from(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float) -> Ranker:
+    return Ranker(FEATURES, mean.astype(np.float32), scale.astype(np.float32), weights.astype(np.float32),
+                  bias, (1.0, 0.0, 0.0), 0.0, DEPTH)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A held-out example under a ranker: its top candidate, whether it is a hit, and the calibrator's inputs."""
+
+    example: Example
+    order: np.ndarray  # candidate positions, best first
+    top: float
+    margin: float
+
+    @property
+    def hit(self) -> bool:
+        return bool(len(self.order)) and bool(self.example.labels[self.order[0]])
+
+    def hit_at(self, k: int) -> bool:
+        return bool(self.example.labels[self.order[:k]].any())
+
+
+def score_examples(ranker: Ranker, examples: Sequence[Example]) -> list[Scored]:
+    out = []
+    for e in examples:
+        s = ranker.score(e.x) if len(e.ids) else np.zeros(0)
+        order = np.argsort(-s, kind="stable")
+        top, margin = _top(s)
+        out.append(Scored(e, order, top, margin))
+    return out
+
+
+def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Ranker, list[Scored]]:
+    """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
+
+    Returns the fitted ranker and the cross-fitted held-out scores it was calibrated on.
+    """
+    folds = sorted(set(fold_of.values()))
+    held: list[Scored] = []
+    for k in folds:
+        train = [e for e in examples if fold_of[e.question.article] != k]
+        test = [e for e in examples if fold_of[e.question.article] == k]
+        if not test or not train:
+            continue
+        held.extend(score_examples(ranker_from(*fit_ranker(train)), test))
+    if not held:  # one fold: calibrate in-sample
+        held = score_examples(ranker_from(*fit_ranker(examples)), examples)
+    calibrator = fit_calibrator(
+        np.array([h.top for h in held]), np.array([h.margin for h in held]), np.array([h.hit for h in held])
+    )
+    ranker = ranker_from(*fit_ranker(examples))
+    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0, DEPTH)
+    conf = np.array([ranker.confidence(np.array([h.top, h.top - h.margin])) for h in held])
+    answerable = np.array([h.example.condition == "answerable" for h in held])
+    threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
+    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
+                    threshold, DEPTH)  # fmt: skip
+    return ranker, held
+
+
+def train(
+    squad: str | os.PathLike[str],
+    *,
+    folds: int = 5,
+    work: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    limit_articles: int | None = None,
+    limit_questions: int | None = None,
+    command: str | None = None,
+) -> tuple[Ranker, dict[str, Any]]:
+    """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
+
+    ``limit_articles`` / ``limit_questions`` (per article) make a small, quick run for tests.
+    """
+    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles)
+    engine = Engine(index, corpus)
+    engine.ranker = None
+    questions = _questions(data, limit_questions)
+    fold_of = folds_of(data, folds)
+    examples = collect(data, engine, questions=questions, progress=_progress)
+    ranker, held = fit_full(examples, fold_of)
+    meta = {
+        "data": Path(squad).name,
+        "data_sha256": data.sha256,
+        "articles": len(data.articles),
+        "questions": len(questions),
+        "folds": folds,
+        "depth": DEPTH,
+        "command": command or "qa train " + " ".join(sys.argv[1:]),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
+        "calibration_examples": len(held),
+    }
+    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, ranker.calibrator,
+                    ranker.threshold, ranker.depth, ranker.verify_top, meta)  # fmt: skip
+    if out is not None:
+        ranker.save(out)
+    return ranker, meta
+
+
+def _questions(data: SquadData, per_article: int | None) -> list[SquadQuestion]:
+    if per_article is None:
+        return list(data.questions)
+    taken: dict[str, int] = {}
+    chosen = []
+    for q in data.questions:
+        if taken.get(q.article, 0) < per_article:
+            taken[q.article] = taken.get(q.article, 0) + 1
+            chosen.append(q)
+    return chosen
+
+
+def _work(work: str | os.PathLike[str] | None) -> Path:
+    if work is not None:
+        return Path(work)
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "qa-squad-work"
+
+
+def _progress(n: int, total: int) -> None:
+    if n % 500 == 0 or n == total:
+        log.info("asked %d/%d questions (3 ways each)", n, total)
