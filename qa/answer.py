@@ -276,15 +276,17 @@ class Engine:
         *,
         exclude: frozenset[int] | None = None,
         reuse: bool = False,
+        vector: np.ndarray | None = None,
     ) -> tuple[Candidates, np.ndarray, bool, float]:
         """First-stage candidates of a question read with its history.
 
         Returns (candidates, first-stage scores, whether it was read as a
         follow-up, the previous answer's confidence for a follow-up that lands
-        on it). ``exclude`` (sentence ids) is for evaluation and training only.
+        on it). ``exclude`` (sentence ids) and ``vector`` (the question's
+        embedding, batch-encoded beforehand) are for evaluation and training only.
         """
         cfg = self.settings
-        query = retriever.embed(question, reuse=reuse)
+        query = vector if vector is not None else retriever.embed(question, reuse=reuse)
         tokens = retriever.tokens(question)
         boost: dict[int, float] = {}
         inherited = 0.0
