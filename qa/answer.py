@@ -328,9 +328,10 @@ class Engine:
         else:
             cand, x = candidate_features(
                 c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
-                follow_up=follow_up, depth=max(ranker.depth, k),
+                follow_up=follow_up, depth=max(ranker.depth, k), question=question,
+                verifier=self.verifier if ranker.uses_verifier else None, verify_top=ranker.verify_top,
             )  # fmt: skip
-            ranked = ranker.rank(question, cand, x, retriever.data.sentences, self.verifier)
+            ranked = ranker.rank(cand, x)
             ids, scores, confidence = ranked.ids, ranked.scores, ranked.confidence
         boosted = {int(i) for i, b in zip(c.ids, c.boost, strict=True) if b > 0}
         if len(ids) and int(ids[0]) in boosted:

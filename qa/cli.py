@@ -242,12 +242,13 @@ def status(corpus: Path, index: Path, as_json: bool) -> None:
 @click.option("--folds", type=click.IntRange(1, 24), default=5, show_default=True,
               help="--squad: cross-validation folds (by article).")  # fmt: skip
 @click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
+@click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
 @INDEX
 @JSON
 def eval_(
-    questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, work: Path | None,
-    index: Path, as_json: bool,
+    questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
+    work: Path | None, index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -260,7 +261,7 @@ def eval_(
     if sum(x is not None for x in (questions, beir, squad)) != 1:
         raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
     if squad is not None:
-        result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats)
+        result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier)
         if as_json:
             _echo_json(result)
         else:
@@ -337,16 +338,17 @@ def _print_squad(r: dict[str, Any]) -> None:
               help="Folds by article for the held-out scores the calibrator is fit on.")  # fmt: skip
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the SQuAD index here between runs.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
+@click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
-def train_(squad: Path, folds: int, work: Path | None, out: Path, limit_articles: int | None,
-           limit_questions: int | None) -> None:  # fmt: skip
+def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None,
+           limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
     from qa.train import train
 
     command = "qa train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
-                        limit_questions=limit_questions, command=command)  # fmt: skip
+                        limit_questions=limit_questions, command=command, verifier=verifier)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

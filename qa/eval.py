@@ -360,6 +360,7 @@ def evaluate_squad(
     limit_articles: int | None = None,
     limit_questions: int | None = None,
     latency_questions: int = 200,
+    verifier: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -377,9 +378,13 @@ def evaluate_squad(
     data, corpus, index = prepare(path, tr._work(work), limit_articles=limit_articles)
     engine = Engine(index, corpus)
     engine.ranker = None
+    if verifier is not None:
+        from qa.rank import load_verifier
+
+        engine.verifier = load_verifier(verifier)
     questions = tr._questions(data, limit_questions)
     fold_of = folds_of(data, folds)
-    examples = tr.collect(data, engine, questions=questions, progress=tr._progress)
+    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier)
     result: dict[str, Any] = {"articles": len(data.articles), "questions": len(questions), "folds": folds,
                               "data_sha256": data.sha256}  # fmt: skip
 

@@ -53,7 +53,8 @@ FEATURES: tuple[str, ...] = (
     "length",  # log of the sentence's length in characters
     "boost",  # follow-up: the previous answer or its neighbour
     "follow_up",  # the question was read as a follow-up
-    "verifier",  # the verifier's logit (0 when none ran)
+    "verifier",  # the verifier's logit (0 where it did not read the candidate)
+    "verified",  # 1 for the first-stage top ``verify_top`` a verifier read
 )
 
 
@@ -91,8 +92,15 @@ def candidate_features(
     has_type: bool,
     follow_up: bool,
     depth: int,
+    question: str = "",
+    verifier: Verifier | None = None,
+    verify_top: int = 5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score."""
+    """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score, in that order.
+
+    With a ``verifier``, it reads the question with each of the first
+    ``verify_top`` (by the first-stage score) and its logits fill "verifier".
+    """
     keep = np.argsort(-fused, kind="stable")[:depth]
     ids = c.ids[keep]
     n = len(ids)
@@ -132,6 +140,11 @@ def candidate_features(
         x[j, 19] = math.log(max(len(sentences[ids[j]].text), 1))
     x[:, 20] = (c.boost[keep] > 0).astype(np.float32)
     x[:, 21] = float(follow_up)
+    if verifier is not None:
+        head = min(verify_top, n)
+        logits = verifier.scores(question, [sentences[i].text for i in ids[:head]])
+        x[:head, 22] = np.asarray(logits, dtype=np.float32).reshape(-1)[:head]
+        x[:head, 23] = 1.0
     return ids, x
 
 
@@ -154,6 +167,10 @@ class Ranker:
     verify_top: int = 5  # candidates the verifier reads
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def uses_verifier(self) -> bool:
+        return bool(self.weights[FEATURES.index("verifier")] or self.weights[FEATURES.index("verified")])
+
     def score(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weights + self.bias
 
@@ -167,25 +184,9 @@ class Ranker:
         a, b, c = self.calibrator
         return _sigmoid(a * top + b * margin + c)
 
-    def rank(
-        self,
-        question: str,
-        ids: np.ndarray,
-        x: np.ndarray,
-        sentences: Sequence[Sentence],
-        verifier: Verifier | None = None,
-    ) -> Ranked:
-        """Order candidates by the learned score; the verifier, if any, re-reads the best few."""
+    def rank(self, ids: np.ndarray, x: np.ndarray) -> Ranked:
+        """Order candidates (features from :func:`candidate_features`) by the learned score."""
         scores = self.score(x)
-        if verifier is not None and len(ids):
-            head = np.argsort(-scores, kind="stable")[: self.verify_top]
-            logits = np.asarray(verifier.scores(question, [sentences[i].text for i in ids[head]]), dtype=np.float32)
-            x = x.copy()
-            x[head, FEATURES.index("verifier")] = logits
-            scores = self.score(x)
-            # only the verified ones can lead: an unread candidate keeps its place behind them
-            rest = np.setdiff1d(np.arange(len(ids)), head)
-            scores[rest] = np.minimum(scores[rest], scores[head].min() - 1e-3)
         order = np.argsort(-scores, kind="stable")
         return Ranked(ids[order], scores[order], x[order], self.confidence(scores))
 
@@ -237,6 +238,15 @@ def load_ranker(path: str | Path | None = None) -> Ranker:
         raise RankerError(f"cannot read the ranker {path}: {exc.strerror}") from exc
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise RankerError(f"{path} is not a ranker file: {exc}") from exc
+
+
+def load_verifier(path: str | Path) -> Verifier:
+    """The verifier model at ``path``, through ``qa.verify.load_verifier`` (the ONNX cross-encoder)."""
+    try:
+        from qa import verify  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise RankerError(f"this version has no verifier implementation (qa/verify.py) to load {path}") from exc
+    return verify.load_verifier(path)  # type: ignore[no-any-return]
 
 
 def file_sha256(path: str | Path) -> str:

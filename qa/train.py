@@ -18,6 +18,8 @@ scikit-learn is needed here only; answering needs numpy and the JSON.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from qa.answer import Engine
-from qa.rank import FEATURES, Ranker, candidate_features
+from qa.rank import FEATURES, Ranker, Verifier, candidate_features, load_verifier
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
 
@@ -41,6 +43,7 @@ DEPTH = 30  # first-stage candidates the ranker orders
 ABSTAIN_QUANTILE = 0.025  # answerable questions allowed under the threshold when fitting it (target: 3% held out)
 MAX_HIT_CHARS = 400
 BATCH = 64  # questions embedded per call
+VERIFY_TOP = 5  # first-stage candidates a verifier reads
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def collect(
     conditions: Sequence[str] = CONDITIONS,
     depth: int = DEPTH,
     progress: Callable[[int, int], None] | None = None,
+    verifier: Verifier | None = None,
+    verify_top: int = VERIFY_TOP,
 ) -> list[Example]:
     """Ask each question under each condition; the features and labels of its top ``depth`` candidates."""
     retriever = engine.retriever()
@@ -92,8 +97,9 @@ def collect(
             started = time.perf_counter()
             c, fused, follow_up, _ = engine.candidates(retriever, q.question, [], exclude=exclude, vector=vector)
             ids, x = candidate_features(
-                c, fused, sentences, has_type=answer_type(q.question) is not None, follow_up=follow_up, depth=depth
-            )
+                c, fused, sentences, has_type=answer_type(q.question) is not None, follow_up=follow_up,
+                depth=depth, question=q.question, verifier=verifier, verify_top=verify_top,
+            )  # fmt: skip
             seconds = time.perf_counter() - started
             labels = np.array([int(i) in covering and hit_ok[i] for i in ids], dtype=np.int8)
             examples.append(Example(q, condition, ids, x, labels, seconds))
@@ -196,12 +202,12 @@ def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Rank
         np.array([h.top for h in held]), np.array([h.margin for h in held]), np.array([h.hit for h in held])
     )
     ranker = ranker_from(*fit_ranker(examples))
-    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0, DEPTH)
-    conf = np.array([ranker.confidence(np.array([h.top, h.top - h.margin])) for h in held])
+    platt = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0)
+    conf = np.array([platt.confidence(np.array([h.top, h.top - h.margin])) for h in held])
     answerable = np.array([h.example.condition == "answerable" for h in held])
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
-                    threshold, DEPTH)  # fmt: skip
+                    threshold, DEPTH, VERIFY_TOP)  # fmt: skip
     return ranker, held
 
 
@@ -214,6 +220,7 @@ def train(
     limit_articles: int | None = None,
     limit_questions: int | None = None,
     command: str | None = None,
+    verifier: str | os.PathLike[str] | None = None,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -224,7 +231,7 @@ def train(
     engine.ranker = None
     questions = _questions(data, limit_questions)
     fold_of = folds_of(data, folds)
-    examples = collect(data, engine, questions=questions, progress=_progress)
+    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier)
     ranker, held = fit_full(examples, fold_of)
     meta = {
         "data": Path(squad).name,
@@ -236,6 +243,7 @@ def train(
         "command": command or "qa train " + " ".join(sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "calibration_examples": len(held),
+        "verifier": Path(verifier).name if verifier is not None else None,
     }
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, ranker.calibrator,
                     ranker.threshold, ranker.depth, ranker.verify_top, meta)  # fmt: skip
@@ -267,3 +275,49 @@ def _work(work: str | os.PathLike[str] | None) -> Path:
 def _progress(n: int, total: int) -> None:
     if n % 500 == 0 or n == total:
         log.info("asked %d/%d questions (3 ways each)", n, total)
+
+
+def collect_cached(
+    data: SquadData,
+    engine: Engine,
+    questions: Sequence[SquadQuestion],
+    *,
+    work: Path,
+    verifier: str | os.PathLike[str] | None = None,
+) -> list[Example]:
+    """:func:`collect`, kept in ``work`` as ``.npz`` (no pickle) keyed by data, index, features and questions.
+
+    Training after an evaluation on the same data reuses the candidates instead of asking again.
+    """
+    retriever = engine.retriever()
+    key = hashlib.sha256(json.dumps([
+        data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH, VERIFY_TOP,
+        [q.id for q in questions], str(verifier) if verifier is not None else None,
+        retriever.settings.__dict__, engine.settings.__dict__,
+    ], default=str).encode()).hexdigest()[:16]  # fmt: skip
+    cache = work / f"examples-{key}.npz"
+    by_id = {q.id: q for q in questions}
+    if cache.exists():
+        try:
+            z = np.load(cache, allow_pickle=False)
+            bounds = z["bounds"]
+            out = []
+            for j, (qid, cond) in enumerate(zip(z["qids"].tolist(), z["conditions"].tolist(), strict=True)):
+                a, b = int(bounds[j]), int(bounds[j + 1])
+                out.append(Example(by_id[qid], cond, z["ids"][a:b], z["x"][a:b], z["labels"][a:b],
+                                   float(z["seconds"][j])))  # fmt: skip
+            log.info("reused the candidates in %s", cache)
+            return out
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring the unreadable cache %s: %s", cache, exc)
+    model = load_verifier(verifier) if verifier is not None else None
+    examples = collect(data, engine, questions=questions, progress=_progress, verifier=model)
+    bounds = np.cumsum([0] + [len(e.ids) for e in examples])
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez(
+        tmp, qids=np.array([e.question.id for e in examples]), conditions=np.array([e.condition for e in examples]),
+        bounds=bounds, ids=np.concatenate([e.ids for e in examples]), x=np.concatenate([e.x for e in examples]),
+        labels=np.concatenate([e.labels for e in examples]), seconds=np.array([e.seconds for e in examples]),
+    )  # fmt: skip
+    tmp.replace(cache)
+    return examples
