@@ -330,6 +330,7 @@ class Engine:
                 c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
                 follow_up=follow_up, depth=max(ranker.depth, k), question=question,
                 verifier=self.verifier if ranker.uses_verifier else None, verify_top=ranker.verify_top,
+                words=retriever.words, question_words=frozenset(retriever.tokens(question)),
             )  # fmt: skip
             ranked = ranker.rank(cand, x)
             ids, scores, confidence = ranked.ids, ranked.scores, ranked.confidence

@@ -411,7 +411,7 @@ def evaluate_squad(
         rankers[k] = ranker
         for s in tr.score_examples(ranker, test):
             held.append(s)
-            confs.append(ranker.confidence(np.array([s.top, s.top - s.margin])))
+            confs.append(ranker.probability(s.inputs))
             thresholds.append(ranker.threshold)
     if held:
         # each held-out example is judged against its own fold's threshold

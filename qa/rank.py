@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +54,12 @@ FEATURES: tuple[str, ...] = (
     "length",  # log of the sentence's length in characters
     "boost",  # follow-up: the previous answer or its neighbour
     "follow_up",  # the question was read as a follow-up
+    "overlap",  # share of the question's (stemmed, stop-word-free) words in the sentence
+    "overlap_margin",  # overlap - best overlap among the candidates
+    "passage_overlap",  # share of the question's words in the sentence's passage
+    "novel",  # share of the sentence's words not in the question (an answer adds something)
+    "who_name",  # a who-question and a sentence naming someone (a capitalised word past the first)
+    "where_place",  # a where-question and "in/at/from/near + capitalised word"
     "verifier",  # the verifier's logit (0 where it did not read the candidate)
     "verified",  # 1 for the first-stage top ``verify_top`` a verifier read
 )
@@ -78,6 +85,12 @@ class Ranked:
     confidence: float  # calibrated probability that ids[0] answers
 
 
+_WHO = re.compile(r"^\s*(who|whom|whose)\b|\b(which|what) (person|man|woman|people)\b", re.I)
+_WHERE = re.compile(r"^\s*where\b|\b(which|what) (city|country|place|town|state)\b", re.I)
+_NAME = re.compile(r"(?<=\w[ ,])[A-Z][a-z]+")
+_PLACE = re.compile(r"\b(in|at|from|near|to) (the )?[A-Z]")
+
+
 def _log_rank(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.float32)
     ranks[np.argsort(-values, kind="stable")] = np.arange(len(values))
@@ -95,11 +108,14 @@ def candidate_features(
     question: str = "",
     verifier: Verifier | None = None,
     verify_top: int = 5,
+    words: Callable[[int], tuple[frozenset[str], frozenset[str]]] | None = None,
+    question_words: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score, in that order.
 
     With a ``verifier``, it reads the question with each of the first
     ``verify_top`` (by the first-stage score) and its logits fill "verifier".
+    ``words(sentence id)`` gives (sentence words, passage words) for the overlap features.
     """
     keep = np.argsort(-fused, kind="stable")[:depth]
     ids = c.ids[keep]
@@ -140,12 +156,40 @@ def candidate_features(
         x[j, 19] = math.log(max(len(sentences[ids[j]].text), 1))
     x[:, 20] = (c.boost[keep] > 0).astype(np.float32)
     x[:, 21] = float(follow_up)
+    col = FEATURES.index("overlap")
+    if words is not None and question_words:
+        nq = len(question_words)
+        for j in range(n):
+            sw, pw = words(int(ids[j]))
+            x[j, col] = len(question_words & sw) / nq
+            x[j, col + 2] = len(question_words & pw) / nq
+            x[j, col + 3] = len(sw - question_words) / max(len(sw), 1)
+        x[:, col + 1] = x[:, col] - x[:, col].max()
+    if _WHO.search(question):
+        x[:, col + 4] = [bool(_NAME.search(sentences[i].text)) for i in ids]
+    if _WHERE.search(question):
+        x[:, col + 5] = [bool(_PLACE.search(sentences[i].text)) for i in ids]
     if verifier is not None:
         head = min(verify_top, n)
         logits = verifier.scores(question, [sentences[i].text for i in ids[:head]])
-        x[:head, 22] = np.asarray(logits, dtype=np.float32).reshape(-1)[:head]
-        x[:head, 23] = 1.0
+        v = FEATURES.index("verifier")
+        x[:head, v] = np.asarray(logits, dtype=np.float32).reshape(-1)[:head]
+        x[:head, v + 1] = 1.0
     return ids, x
+
+
+CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
+
+
+def calibration_inputs(scores: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """What the confidence is read from: the top candidate's logit, its margin over the second, its
+    best cosine (sentence or window: "is this on topic at all") and its scaled BM25."""
+    if len(scores) == 0:
+        return np.array([-10.0, 0.0, 0.0, 0.0])
+    best = int(np.argmax(scores))
+    top = float(scores[best])
+    second = float(np.max(np.delete(scores, best))) if len(scores) > 1 else top - 5.0
+    return np.array([top, top - second, float(max(x[best, 0], x[best, 1])), float(x[best, 4])])
 
 
 def _sigmoid(z: float) -> float:
@@ -161,7 +205,7 @@ class Ranker:
     scale: np.ndarray
     weights: np.ndarray
     bias: float
-    calibrator: tuple[float, float, float]  # a * top logit + b * (top - second logit) + c
+    calibrator: tuple[float, ...]  # weights of CALIBRATION_INPUTS, then the intercept
     threshold: float  # abstain when the confidence is below this
     depth: int = 30  # first-stage candidates that are ranked
     verify_top: int = 5  # candidates the verifier reads
@@ -174,21 +218,20 @@ class Ranker:
     def score(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weights + self.bias
 
-    def confidence(self, scores: np.ndarray) -> float:
-        """Probability that the best-scored candidate answers, from its logit and its margin over the next."""
+    def confidence(self, scores: np.ndarray, x: np.ndarray) -> float:
+        """Probability that the best-scored candidate answers (Platt scaling of :func:`calibration_inputs`)."""
         if len(scores) == 0:
             return 0.0
-        order = np.sort(scores)[::-1]
-        top = float(order[0])
-        margin = top - float(order[1]) if len(order) > 1 else 5.0
-        a, b, c = self.calibrator
-        return _sigmoid(a * top + b * margin + c)
+        return self.probability(calibration_inputs(scores, x))
+
+    def probability(self, inputs: np.ndarray) -> float:
+        return _sigmoid(float(np.dot(self.calibrator[:-1], inputs)) + self.calibrator[-1])
 
     def rank(self, ids: np.ndarray, x: np.ndarray) -> Ranked:
         """Order candidates (features from :func:`candidate_features`) by the learned score."""
         scores = self.score(x)
         order = np.argsort(-scores, kind="stable")
-        return Ranked(ids[order], scores[order], x[order], self.confidence(scores))
+        return Ranked(ids[order], scores[order], x[order], self.confidence(scores, x))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,8 +259,10 @@ class Ranker:
         pos = {n: i for i, n in enumerate(names)}
         full = [np.array([d[k][pos[n]] if n in pos else v for n in FEATURES], dtype=np.float32)
                 for k, v in (("mean", 0.0), ("scale", 1.0), ("weights", 0.0))]  # fmt: skip
-        a, b, c = (float(v) for v in d["calibrator"])
-        return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), (a, b, c), float(d["threshold"]),
+        calibrator = tuple(float(v) for v in d["calibrator"])
+        if len(calibrator) != len(CALIBRATION_INPUTS) + 1:
+            raise RankerError(f"the calibrator has {len(calibrator)} numbers, not {len(CALIBRATION_INPUTS) + 1}")
+        return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
                    int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})))  # fmt: skip
 
     def save(self, path: str | Path) -> Path:

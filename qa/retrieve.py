@@ -112,6 +112,7 @@ class Retriever:
         self._by_position = {(s.doc, s.start): i for i, s in enumerate(data.sentences)}
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
+        self._words: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
     def embed(self, question: str, *, reuse: bool = False) -> np.ndarray:
         return self.encoder.encode_query(question, reuse=reuse)
@@ -221,3 +222,13 @@ class Retriever:
 
     def tokens(self, text: str) -> list[str]:
         return tokenize(text)
+
+    def words(self, sentence: int) -> tuple[frozenset[str], frozenset[str]]:
+        """(stemmed words of a sentence, of its passage): ranker features, computed once per sentence."""
+        cached = self._words.get(sentence)
+        if cached is None:
+            s = self.data.sentences[sentence]
+            doc = self.data.documents[s.doc].text
+            cached = (frozenset(tokenize(s.text)), frozenset(tokenize(doc[s.passage_start : s.passage_end])))
+            self._words[sentence] = cached  # a dict store is atomic: threads may only compute one twice
+        return cached

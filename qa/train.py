@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from qa.answer import Engine
-from qa.rank import FEATURES, Ranker, Verifier, candidate_features, load_verifier
+from qa.rank import FEATURES, Ranker, Verifier, calibration_inputs, candidate_features, load_verifier
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
 
@@ -99,6 +99,7 @@ def collect(
             ids, x = candidate_features(
                 c, fused, sentences, has_type=answer_type(q.question) is not None, follow_up=follow_up,
                 depth=depth, question=q.question, verifier=verifier, verify_top=verify_top,
+                words=retriever.words, question_words=frozenset(retriever.tokens(q.question)),
             )  # fmt: skip
             seconds = time.perf_counter() - started
             labels = np.array([int(i) in covering and hit_ok[i] for i in ids], dtype=np.int8)
@@ -108,11 +109,28 @@ def collect(
     return examples
 
 
-def fit_ranker(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+# Learned from the data. Left out: features these questions never vary (follow-ups; the verifier
+# when none is given), and those that depend on the corpus's size (candidate ranks and shares):
+# a 24-article corpus and a one-article one give them different meanings.
+LEARNED: tuple[str, ...] = tuple(
+    f for f in FEATURES
+    if f not in {"boost", "follow_up", "verifier", "verified", "rank_fused", "rank_context", "rank_bm25",
+                 "passage_share", "document_share"}
+)  # fmt: skip
+# SQuAD has no follow-ups to learn the previous answer's pull from: a fixed prior, in logits,
+# for the previous answer's sentence and its neighbours (checked on dev_chats and the rule-made chats).
+BOOST_LOGIT = 1.5
+
+
+def fit_ranker(
+    examples: Sequence[Example], use: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(mean, scale, weights, bias) of a logistic regression: candidate -> "holds the answer".
 
     Learns from answerable examples that have a hit among their candidates
-    (the others teach nothing about order).
+    (the others teach nothing about order), over the features in ``use``
+    (default :data:`LEARNED`, plus the verifier's when it ran); the others get
+    weight 0, except the follow-up boost, which gets :data:`BOOST_LOGIT`.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -121,34 +139,32 @@ def fit_ranker(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.
         raise ValueError("no answerable question has its answer among the candidates; nothing to learn from")
     x = np.concatenate([e.x for e in rows]).astype(np.float64)
     y = np.concatenate([e.labels for e in rows])
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-6] = 1.0  # a constant feature (no verifier, no follow-ups) gets weight 0 below
-    z = (x - mean) / scale
-    model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit(z, y)
-    weights = model.coef_[0].copy()
-    weights[x.std(axis=0) < 1e-6] = 0.0
+    if use is None:
+        verified = x[:, FEATURES.index("verified")].any()
+        use = LEARNED + (("verifier", "verified") if verified else ())
+    cols = np.array([FEATURES.index(f) for f in use])
+    mean = np.zeros(len(FEATURES))
+    scale = np.ones(len(FEATURES))
+    mean[cols] = x[:, cols].mean(axis=0)
+    sd = x[:, cols].std(axis=0)
+    scale[cols] = np.where(sd < 1e-6, 1.0, sd)
+    model = LogisticRegression(C=1.0, max_iter=5000)
+    model.fit((x[:, cols] - mean[cols]) / scale[cols], y)
+    weights = np.zeros(len(FEATURES))
+    weights[cols] = np.where(sd < 1e-6, 0.0, model.coef_[0])
+    weights[FEATURES.index("boost")] = BOOST_LOGIT
     return mean, scale, weights, float(model.intercept_[0])
 
 
-def _top(scores: np.ndarray) -> tuple[float, float]:
-    if len(scores) == 0:
-        return -10.0, 0.0
-    order = np.sort(scores)[::-1]
-    return float(order[0]), float(order[0] - order[1]) if len(order) > 1 else 5.0
-
-
-def fit_calibrator(tops: np.ndarray, margins: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-    """Platt scaling on (top logit, margin): ``sigmoid(a * top + b * margin + c)`` = P(top answers)."""
+def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
+    """Platt scaling on :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers)."""
     from sklearn.linear_model import LogisticRegression
 
     if len(set(labels.tolist())) < 2:
         raise ValueError("calibration needs both right and wrong top answers")
-    model = LogisticRegression(C=100.0, max_iter=2000)
-    model.fit(np.column_stack([tops, margins]), labels)
-    a, b = (float(v) for v in model.coef_[0])
-    return a, b, float(model.intercept_[0])
+    model = LogisticRegression(C=100.0, max_iter=5000)
+    model.fit(inputs, labels)
+    return (*(float(v) for v in model.coef_[0]), float(model.intercept_[0]))
 
 
 def ranker_from(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float) -> Ranker:
@@ -162,8 +178,7 @@ class Scored:
 
     example: Example
     order: np.ndarray  # candidate positions, best first
-    top: float
-    margin: float
+    inputs: np.ndarray  # calibration_inputs
 
     @property
     def hit(self) -> bool:
@@ -178,8 +193,7 @@ def score_examples(ranker: Ranker, examples: Sequence[Example]) -> list[Scored]:
     for e in examples:
         s = ranker.score(e.x) if len(e.ids) else np.zeros(0)
         order = np.argsort(-s, kind="stable")
-        top, margin = _top(s)
-        out.append(Scored(e, order, top, margin))
+        out.append(Scored(e, order, calibration_inputs(s, e.x)))
     return out
 
 
@@ -198,12 +212,10 @@ def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Rank
         held.extend(score_examples(ranker_from(*fit_ranker(train)), test))
     if not held:  # one fold: calibrate in-sample
         held = score_examples(ranker_from(*fit_ranker(examples)), examples)
-    calibrator = fit_calibrator(
-        np.array([h.top for h in held]), np.array([h.margin for h in held]), np.array([h.hit for h in held])
-    )
+    calibrator = fit_calibrator(np.array([h.inputs for h in held]), np.array([h.hit for h in held]))
     ranker = ranker_from(*fit_ranker(examples))
     platt = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0)
-    conf = np.array([platt.confidence(np.array([h.top, h.top - h.margin])) for h in held])
+    conf = np.array([platt.probability(h.inputs) for h in held])
     answerable = np.array([h.example.condition == "answerable" for h in held])
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
@@ -299,13 +311,15 @@ def collect_cached(
     by_id = {q.id: q for q in questions}
     if cache.exists():
         try:
-            z = np.load(cache, allow_pickle=False)
-            bounds = z["bounds"]
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("qids", "conditions", "bounds", "ids", "x", "labels", "seconds")}
+            bounds = arrays["bounds"]
             out = []
-            for j, (qid, cond) in enumerate(zip(z["qids"].tolist(), z["conditions"].tolist(), strict=True)):
+            rows = zip(arrays["qids"].tolist(), arrays["conditions"].tolist(), strict=True)
+            for j, (qid, cond) in enumerate(rows):
                 a, b = int(bounds[j]), int(bounds[j + 1])
-                out.append(Example(by_id[qid], cond, z["ids"][a:b], z["x"][a:b], z["labels"][a:b],
-                                   float(z["seconds"][j])))  # fmt: skip
+                out.append(Example(by_id[qid], cond, arrays["ids"][a:b], arrays["x"][a:b], arrays["labels"][a:b],
+                                   float(arrays["seconds"][j])))  # fmt: skip
             log.info("reused the candidates in %s", cache)
             return out
         except (OSError, ValueError, KeyError) as exc:
