@@ -35,6 +35,7 @@ from qa.answer import Engine
 from qa.rank import FEATURES, Ranker, Verifier, calibration_inputs, candidate_features, load_verifier
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
+from qa.types import QAError
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,18 @@ LEARNED: tuple[str, ...] = tuple(
 BOOST_LOGIT = 1.5
 
 
+class TrainError(QAError):
+    """Training cannot run: a missing package, or data with nothing to learn from."""
+
+
+def _logistic() -> Any:
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise TrainError("qa train needs scikit-learn: pip install 'qa-alliance[train]'") from exc
+    return LogisticRegression
+
+
 def fit_ranker(
     examples: Sequence[Example], use: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -132,11 +145,10 @@ def fit_ranker(
     (default :data:`LEARNED`, plus the verifier's when it ran); the others get
     weight 0, except the follow-up boost, which gets :data:`BOOST_LOGIT`.
     """
-    from sklearn.linear_model import LogisticRegression
-
+    LogisticRegression = _logistic()
     rows = [e for e in examples if e.condition == "answerable" and e.labels.any()]
     if not rows:
-        raise ValueError("no answerable question has its answer among the candidates; nothing to learn from")
+        raise TrainError("no answerable question has its answer among the candidates; nothing to learn from")
     x = np.concatenate([e.x for e in rows]).astype(np.float64)
     y = np.concatenate([e.labels for e in rows])
     if use is None:
@@ -158,10 +170,9 @@ def fit_ranker(
 
 def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
     """Platt scaling on :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers)."""
-    from sklearn.linear_model import LogisticRegression
-
+    LogisticRegression = _logistic()
     if len(set(labels.tolist())) < 2:
-        raise ValueError("calibration needs both right and wrong top answers")
+        raise TrainError("calibration needs both right and wrong top answers; give more questions")
     model = LogisticRegression(C=100.0, max_iter=5000)
     model.fit(inputs, labels)
     return (*(float(v) for v in model.coef_[0]), float(model.intercept_[0]))
