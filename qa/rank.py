@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,7 +266,7 @@ class Ranker:
         return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
                    int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})))  # fmt: skip
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -285,7 +286,7 @@ def load_ranker(path: str | Path | None = None) -> Ranker:
         raise RankerError(f"{path} is not a ranker file: {exc}") from exc
 
 
-def load_verifier(path: str | Path) -> Verifier:
+def load_verifier(path: str | os.PathLike[str]) -> Verifier:
     """The verifier model at ``path``, through ``qa.verify.load_verifier`` (the ONNX cross-encoder)."""
     try:
         from qa import verify  # type: ignore[attr-defined]
