@@ -22,7 +22,7 @@ import numpy as np
 
 from qa import store
 from qa.build import build_index, index_status
-from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker
+from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker, load_verifier
 from qa.retrieve import Candidates, Retriever, answer_type
 from qa.types import Answer, IndexStateError, QuestionError, Source
 
@@ -107,7 +107,7 @@ class Engine:
         self._status_cache: tuple[Any, float, tuple[str, str]] | None = None
         # The learned ranker and optional verifier (qa/rank.py); None ranks by the hand-set fusion.
         self.ranker: Ranker | None = _shipped_ranker()
-        self.verifier: Verifier | None = None
+        self.verifier: Verifier | None = _shipped_verifier(self.ranker)
 
     # --- loading and swapping -------------------------------------------------
 
@@ -366,6 +366,13 @@ class Engine:
         else:
             text = f"{_collapse(sources[0].text)} [1]"
         return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version)
+
+
+def _shipped_verifier(ranker: Ranker | None) -> Verifier | None:
+    """The verifier a ranker was trained with (``meta["verifier"]``, a file beside it in qa/models/)."""
+    if ranker is None or not ranker.uses_verifier or not ranker.meta.get("verifier"):
+        return None
+    return load_verifier(SHIPPED.parent / str(ranker.meta["verifier"]))
 
 
 def _shipped_ranker() -> Ranker | None:

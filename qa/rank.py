@@ -287,7 +287,13 @@ def load_ranker(path: str | Path | None = None) -> Ranker:
 
 
 def load_verifier(path: str | os.PathLike[str]) -> Verifier:
-    """The verifier model at ``path``, through ``qa.verify.load_verifier`` (the ONNX cross-encoder)."""
+    """The verifier model at ``path``, through ``qa.verify.load_verifier`` (the ONNX cross-encoder).
+
+    Contract for ``qa/verify.py``: ``load_verifier(path) -> Verifier`` whose
+    ``scores(question, sentences)`` returns one float32 logit per sentence.
+    ``qa train --verifier PATH`` records ``PATH``'s file name in the ranker's
+    ``meta["verifier"]``; ``answer()`` then loads that file from ``qa/models/``.
+    """
     try:
         from qa import verify  # type: ignore[attr-defined]
     except ImportError as exc:
