@@ -21,6 +21,7 @@ def main() -> None:
     index, files = sys.argv[1], sys.argv[2:]
     cases = [c for f in files for c in load_cases(f)]
     engine = Engine(index)
+    engine.ranker = None  # this tunes the first stage: hand-set fusion and cosine confidence
     retriever = engine.retriever()
     # Every setting asks the same questions: embed each once.
     retriever.embed = lambda q, reuse=False: retriever.encoder.encode_query(q, reuse=True)  # type: ignore[method-assign]

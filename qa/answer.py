@@ -22,7 +22,8 @@ import numpy as np
 
 from qa import store
 from qa.build import build_index, index_status
-from qa.retrieve import Hit, Retriever, answer_type
+from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker, load_verifier
+from qa.retrieve import Candidates, Retriever, answer_type
 from qa.types import Answer, IndexStateError, QuestionError, Source
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ class Engine:
         self._failed_stamp: tuple[int, int] | None = None  # a version whose load failed: not waited for again
         self._loading: threading.Thread | None = None
         self._status_cache: tuple[Any, float, tuple[str, str]] | None = None
+        # The learned ranker and optional verifier (qa/rank.py); None ranks by the hand-set fusion.
+        self.ranker: Ranker | None = _shipped_ranker()
+        self.verifier: Verifier | None = _shipped_verifier(self.ranker)
 
     # --- loading and swapping -------------------------------------------------
 
@@ -303,16 +307,33 @@ class Engine:
         retriever = self.retriever()
         return self._answer(retriever, question, history, k, remember=True)
 
-    def _answer(self, retriever: Retriever, question: str, history: list[str], k: int, *, remember: bool) -> Answer:
+    def candidates(
+        self,
+        retriever: Retriever,
+        question: str,
+        history: list[str],
+        *,
+        exclude: frozenset[int] | None = None,
+        reuse: bool = False,
+        vector: np.ndarray | None = None,
+    ) -> tuple[Candidates, np.ndarray, bool, float]:
+        """First-stage candidates of a question read with its history.
+
+        Returns (candidates, first-stage scores, whether it was read as a
+        follow-up, the previous answer's confidence for a follow-up that lands
+        on it). ``exclude`` (sentence ids) and ``vector`` (the question's
+        embedding, batch-encoded beforehand) are for evaluation and training only.
+        """
         cfg = self.settings
-        query = retriever.embed(question, reuse=not remember)
+        query = vector if vector is not None else retriever.embed(question, reuse=reuse)
         tokens = retriever.tokens(question)
         boost: dict[int, float] = {}
         inherited = 0.0
-        if history and is_follow_up(question):
+        follow_up = bool(history) and is_follow_up(question)
+        if follow_up:
             # Resolve what the previous turn was about: its own answer (from the
             # turns before it, at most two back) and its words.
-            previous = self._answer(retriever, history[-1], history[-3:-1], 1, remember=False)
+            previous = self._answer(retriever, history[-1], history[-3:-1], 1, remember=False, exclude=exclude)
             prev_vec = retriever.embed(history[-1], reuse=True)
             query = query + cfg.history_weight * prev_vec
             query = (query / np.linalg.norm(query)).astype(np.float32)
@@ -320,25 +341,63 @@ class Engine:
             if previous.sources and not previous.abstained:
                 boost = dict.fromkeys(retriever.neighbours(previous.sources[0]), cfg.neighbour_boost)
                 inherited = previous.confidence
-        hits = retriever.search(query, tokens, max(k, 1), boost=boost, answer_type=answer_type(question))
-        confidence = confidence_of(hits[0]) if hits else 0.0
-        if hits and hits[0].sentence in boost:
-            # The follow-up landed where the previous answer was: it is as sure as that was.
-            confidence = max(confidence, inherited)
-        return self._compose(retriever, question, hits, k, confidence)
+        c = retriever.candidates(query, tokens, 1, boost=boost, answer_type=answer_type(question), exclude=exclude)
+        return c, retriever.fuse(c), follow_up, inherited
 
-    def _compose(self, retriever: Retriever, question: str, hits: list[Hit], k: int, confidence: float) -> Answer:
+    def _answer(
+        self,
+        retriever: Retriever,
+        question: str,
+        history: list[str],
+        k: int,
+        *,
+        remember: bool,
+        exclude: frozenset[int] | None = None,
+    ) -> Answer:
+        if retriever.data.vectors.ntotal == 0:
+            return self._compose(retriever, question, [], [], k, 0.0)
+        c, fused, follow_up, inherited = self.candidates(
+            retriever, question, history, exclude=exclude, reuse=not remember
+        )
+        ranker = self.ranker
+        if ranker is None:
+            order = np.argsort(-fused, kind="stable")[: max(k, 1)]
+            ids, scores = c.ids[order], fused[order]
+            confidence = max(float(c.dense[order[0]]), float(c.context[order[0]])) if len(order) else 0.0
+        else:
+            cand, x = candidate_features(
+                c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
+                follow_up=follow_up, depth=max(ranker.depth, k), question=question,
+                verifier=self.verifier if ranker.uses_verifier else None, verify_top=ranker.verify_top,
+                words=retriever.words, question_words=frozenset(retriever.tokens(question)),
+            )  # fmt: skip
+            ranked = ranker.rank(cand, x)
+            ids, scores, confidence = ranked.ids, ranked.scores, ranked.confidence
+        boosted = {int(i) for i, b in zip(c.ids, c.boost, strict=True) if b > 0}
+        if len(ids) and int(ids[0]) in boosted:
+            # The follow-up landed where the previous answer was: the history that
+            # resolved it vouches for it, so it is at least as sure as that answer.
+            confidence = max(confidence, inherited)
+        return self._compose(retriever, question, list(ids[:k]), list(scores[:k]), k, confidence)
+
+    def threshold(self) -> float:
+        """Confidence under which an answer abstains: the ranker's, else the hand-set one."""
+        return self.ranker.threshold if self.ranker is not None else self.settings.abstain_below
+
+    def _compose(
+        self, retriever: Retriever, question: str, ids: list[int], scores: list[float], k: int, confidence: float
+    ) -> Answer:
         data = retriever.data
         sources = []
-        for hit in hits[:k]:
-            s = data.sentences[hit.sentence]
+        for i, score in zip(ids[:k], scores[:k], strict=True):
+            s = data.sentences[int(i)]
             sources.append(
                 Source(
                     s.doc,
                     s.start,
                     s.end,
                     s.text,
-                    round(hit.score, 4),
+                    round(float(score), 4),
                     s.passage_start,
                     s.passage_end,
                     s.page,
@@ -347,7 +406,7 @@ class Engine:
                     s.boxes,
                 )
             )
-        abstained = confidence < self.settings.abstain_below
+        abstained = confidence < self.threshold()
         if not sources:
             text = "The sources don't answer this question: the index holds no sentences."
         elif abstained:
@@ -360,9 +419,22 @@ class Engine:
         return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version)
 
 
-def confidence_of(hit: Hit) -> float:
-    """How well the best sentence matches: its cosine, in context or alone."""
-    return max(hit.dense, hit.context)
+def _shipped_verifier(ranker: Ranker | None) -> Verifier | None:
+    """The verifier a ranker was trained with (``meta["verifier"]``, a file beside it in qa/models/)."""
+    if ranker is None or not ranker.uses_verifier or not ranker.meta.get("verifier"):
+        return None
+    return load_verifier(SHIPPED.parent / str(ranker.meta["verifier"]))
+
+
+def _shipped_ranker() -> Ranker | None:
+    """The shipped ranker, or None (hand-set fusion) when ``$QA_RANKER`` is "none" or no file ships."""
+    choice = os.environ.get("QA_RANKER", "")
+    if choice.lower() == "none":
+        return None
+    path = Path(choice) if choice else SHIPPED
+    if not choice and not path.exists():
+        return None
+    return load_ranker(path)
 
 
 def is_follow_up(question: str) -> bool:

@@ -254,11 +254,19 @@ def status(corpus: Path, index: Path, as_json: bool) -> None:
 @main.command("eval")
 @click.argument("questions", type=click.Path(path_type=Path), required=False)
 @click.option("--beir", type=click.Path(path_type=Path), help="A BEIR folder to run as document retrieval.")
-@click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR index here between runs.")
+@click.option("--squad", type=click.Path(path_type=Path), help="A SQuAD-format JSON[.gz] file, articles as one corpus.")
+@click.option("--folds", type=click.IntRange(1, 24), default=5, show_default=True,
+              help="--squad: cross-validation folds (by article).")  # fmt: skip
+@click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
+@click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
+@click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
 @INDEX
 @JSON
-def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: Path, as_json: bool) -> None:
-    """Measure answers on a QUESTIONS.jsonl file, or retrieval on a BEIR data set (--beir DIR).
+def eval_(
+    questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
+    work: Path | None, index: Path, as_json: bool,
+) -> None:  # fmt: skip
+    """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
     Question lines are {"id", "question", "gold"} (gold: list of phrases, or
     null when the sources don't answer) or conversations {"id", "turns", "gold"}.
@@ -266,8 +274,15 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
     from qa import eval as evaluation
     from qa.answer import get_engine
 
-    if (questions is None) == (beir is None):
-        raise UserError("give either a QUESTIONS.jsonl file or --beir DIR")
+    if sum(x is not None for x in (questions, beir, squad)) != 1:
+        raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
+    if squad is not None:
+        result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier)
+        if as_json:
+            _echo_json(result)
+        else:
+            _print_squad(result)
+        return
     if beir is not None:
         result = _run(evaluation.evaluate_beir, beir, work=work)
         if as_json:
@@ -300,6 +315,58 @@ def eval_(questions: Path | None, beir: Path | None, work: Path | None, index: P
     for miss in s["misses"]:
         click.echo(f"miss {miss['id']}: {miss['question']!r}" + (" (abstained)" if miss["abstained"] else ""))
         click.echo(f"    returned: {' '.join((miss['returned'] or '-').split())[:160]}")
+
+
+def _print_squad(r: dict[str, Any]) -> None:
+    click.echo(f"{r['articles']} articles as one corpus, {r['questions']} questions, {r['folds']} folds by article")
+    for name in ("today", "learned"):
+        m = r.get(name)
+        if not m:
+            continue
+        click.echo(f"\n{name}: threshold {m['threshold']}" + (" (held-out folds)" if name == "learned" else ""))
+        click.echo(
+            f"  top-1 {m['top1']} (abstentions are misses; ranking alone {m['top1_ranking']})   top-3 {m['top3']}"
+        )
+        dropped, off = m.get("abstained_dropped"), m.get("abstained_off_corpus")
+        click.echo(f"  abstained: answer-dropped {dropped}   off-corpus {off}   answerable {m['abstained_answerable']}")
+        if "chats" in m:
+            click.echo(f"  follow-up chats {m['chats_right']}/{m['chats']}")
+        click.echo(f"  expected calibration error {m['ece']}; reliability (bin: n, mean confidence, accuracy):")
+        for b in m["reliability"]:
+            if b["n"]:
+                click.echo(
+                    f"    {b['low']:.1f}-{b['high']:.1f}: {b['n']:5}  {b['confidence']:.3f}  {b['accuracy']:.3f}"
+                )
+        click.echo("  threshold  precision  recall  abstained answerable / unanswerable")
+        for t in m["tradeoff"]:
+            click.echo(f"    {t['threshold']:.3f}     {t['precision']}   {t['recall']}   "
+                       f"{t['abstained_answerable']} / {t['abstained_unanswerable']}")  # fmt: skip
+        click.echo(
+            f"  first stage p50 {m['first_stage_ms_p50']} ms, p95 {m['first_stage_ms_p95']} ms (embedding batched)"
+        )
+        if "answer_ms_p50" in m:
+            click.echo(f"  answer() p50 {m['answer_ms_p50']} ms, p95 {m['answer_ms_p95']} ms (warm, one at a time)")
+
+
+@main.command("train")
+@click.option("--squad", type=click.Path(path_type=Path), required=True, help="A SQuAD-format JSON[.gz] file.")
+@click.option("--folds", type=click.IntRange(1, 24), default=5, show_default=True,
+              help="Folds by article for the held-out scores the calibrator is fit on.")  # fmt: skip
+@click.option("--work", type=click.Path(path_type=Path), help="Keep the SQuAD index here between runs.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
+@click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
+@click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
+@click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
+def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None,
+           limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
+    """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
+    from qa.train import train
+
+    command = "qa train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
+                        limit_questions=limit_questions, command=command, verifier=verifier)  # fmt: skip
+    click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
+               f"threshold {ranker.threshold:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

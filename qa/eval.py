@@ -248,3 +248,222 @@ def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str
     results["queries"] = len(qids)
     results["documents"] = len(ids)
     return results
+
+
+# --- SQuAD ------------------------------------------------------------------------
+
+
+def reliability(confidence: Iterable[float], correct: Iterable[bool], bins: int = 10) -> list[dict[str, Any]]:
+    """Reliability table: per equal-width confidence bin, its count, mean confidence and accuracy.
+
+    >>> reliability([0.05, 0.95, 0.9], [False, True, False], bins=2)[1]
+    {'low': 0.5, 'high': 1.0, 'n': 2, 'confidence': 0.925, 'accuracy': 0.5}
+    """
+    conf = np.asarray(list(confidence), dtype=np.float64)
+    ok = np.asarray(list(correct), dtype=np.float64)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    table = []
+    for b in range(bins):
+        m = which == b
+        n = int(m.sum())
+        table.append({
+            "low": round(b / bins, 4),
+            "high": round((b + 1) / bins, 4),
+            "n": n,
+            "confidence": round(float(conf[m].mean()), 4) if n else None,
+            "accuracy": round(float(ok[m].mean()), 4) if n else None,
+        })  # fmt: skip
+    return table
+
+
+def expected_calibration_error(confidence: Iterable[float], correct: Iterable[bool], bins: int = 10) -> float:
+    """ECE: the count-weighted mean of |accuracy - mean confidence| over equal-width bins.
+
+    >>> expected_calibration_error([0.05, 0.95, 0.9], [False, True, False], bins=2)
+    0.3
+    """
+    conf = np.asarray(list(confidence), dtype=np.float64)
+    ok = np.asarray(list(correct), dtype=np.float64)
+    if len(conf) == 0:
+        return 0.0
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.sum() * abs(ok[m].mean() - conf[m].mean())
+    return round(float(total / len(conf)), 4)
+
+
+def tradeoff(confidence: Iterable[float], hit: Iterable[bool], answerable: Iterable[bool],
+             thresholds: Iterable[float]) -> list[dict[str, Any]]:  # fmt: skip
+    """Precision / recall of answering at each threshold (answer when confidence >= threshold).
+
+    precision = right answers / answers given; recall = right answers / answerable questions;
+    ``abstained_answerable`` = share of answerable questions abstained on.
+    """
+    conf = np.asarray(list(confidence), dtype=np.float64)
+    ok = np.asarray(list(hit), dtype=bool)
+    yes = np.asarray(list(answerable), dtype=bool)
+    rows = []
+    for t in thresholds:
+        answered = conf >= t
+        right = answered & ok
+        rows.append({
+            "threshold": round(float(t), 4),
+            "precision": _ratio(int(right.sum()), int(answered.sum())),
+            "recall": _ratio(int(right.sum()), int(yes.sum())),
+            "abstained_answerable": _ratio(int((~answered & yes).sum()), int(yes.sum())),
+            "abstained_unanswerable": _ratio(int((~answered & ~yes).sum()), int((~yes).sum())),
+        })  # fmt: skip
+    return rows
+
+
+def _method_summary(
+    conditions: list[str], hits: list[bool], hits3: list[bool], conf: list[float], threshold: float,
+    seconds: list[float],
+) -> dict[str, Any]:  # fmt: skip
+    c = np.array(conditions)
+    h = np.array(hits, dtype=bool)
+    h3 = np.array(hits3, dtype=bool)
+    p = np.array(conf, dtype=np.float64)
+    abstain = p < threshold
+    ans = c == "answerable"
+    out: dict[str, Any] = {
+        "questions": int(ans.sum()),
+        "threshold": round(threshold, 4),
+        "top1": _ratio(int((h & ~abstain & ans).sum()), int(ans.sum())),
+        "top1_ranking": _ratio(int((h & ans).sum()), int(ans.sum())),
+        "top3": _ratio(int((h3 & ans).sum()), int(ans.sum())),
+        "abstained_answerable": _ratio(int((abstain & ans).sum()), int(ans.sum())),
+    }
+    for cond in ("dropped", "off_corpus"):
+        m = c == cond
+        if m.any():
+            out[f"abstained_{cond}"] = _ratio(int((abstain & m).sum()), int(m.sum()))
+    correct = h & (c == "answerable")  # the top source answers (never true when the answer is gone)
+    out["ece"] = expected_calibration_error(p, correct)
+    out["reliability"] = reliability(p, correct)
+    out["tradeoff"] = tradeoff(p, correct, ans, sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, round(threshold, 3)}))
+    ms = np.array(seconds)[ans] * 1000
+    out["first_stage_ms_p50"] = round(float(np.percentile(ms, 50)), 2) if len(ms) else None
+    out["first_stage_ms_p95"] = round(float(np.percentile(ms, 95)), 2) if len(ms) else None
+    return out
+
+
+def evaluate_squad(
+    path: str | os.PathLike[str],
+    *,
+    folds: int = 5,
+    work: str | os.PathLike[str] | None = None,
+    chats: bool = False,
+    limit_articles: int | None = None,
+    limit_questions: int | None = None,
+    latency_questions: int = 200,
+    verifier: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
+
+    Today's method (hand-set fusion, cosine confidence, threshold 0.40) and the
+    learned ranker + calibrator, fit fold by fold on the other folds' articles
+    and measured on the held-out fold's questions: top-1 (an abstention is a
+    miss), top-3, abstention on answer-dropped and off-corpus questions (the
+    article's sentences excluded from the candidates), false abstentions,
+    calibration (reliability table, ECE) and latency.
+    """
+    from qa import train as tr
+    from qa.answer import AnswerSettings
+    from qa.squad import GoldMap, folds_of, follow_up_chats, prepare
+
+    data, corpus, index = prepare(path, tr._work(work), limit_articles=limit_articles)
+    engine = Engine(index, corpus)
+    engine.ranker = None
+    if verifier is not None:
+        from qa.rank import load_verifier
+
+        engine.verifier = load_verifier(verifier)
+    questions = tr._questions(data, limit_questions)
+    fold_of = folds_of(data, folds)
+    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier)
+    result: dict[str, Any] = {"articles": len(data.articles), "questions": len(questions), "folds": folds,
+                              "data_sha256": data.sha256}  # fmt: skip
+
+    baseline_threshold = AnswerSettings().abstain_below
+    result["today"] = _method_summary(
+        [e.condition for e in examples],
+        [bool(len(e.ids)) and bool(e.labels[0]) for e in examples],
+        [bool(e.labels[:3].any()) for e in examples],
+        [e.baseline_confidence for e in examples],
+        baseline_threshold,
+        [e.seconds for e in examples],
+    )
+    held: list[Any] = []
+    confs: list[float] = []
+    thresholds: list[float] = []
+    rankers: dict[int, Any] = {}
+    for k in sorted(set(fold_of.values())):
+        train_ex = [e for e in examples if fold_of[e.question.article] != k]
+        test = [e for e in examples if fold_of[e.question.article] == k]
+        if not test or not train_ex:
+            continue
+        inner = {a: f for a, f in fold_of.items() if f != k}
+        ranker, _ = tr.fit_full(train_ex, inner)
+        rankers[k] = ranker
+        for s in tr.score_examples(ranker, test):
+            held.append(s)
+            confs.append(ranker.probability(s.inputs))
+            thresholds.append(ranker.threshold)
+    if held:
+        # each held-out example is judged against its own fold's threshold
+        shifted = [c - t + 0.5 for c, t in zip(confs, thresholds, strict=True)]
+        learned = _method_summary(
+            [s.example.condition for s in held], [s.hit for s in held], [s.hit_at(3) for s in held],
+            shifted, 0.5, [s.example.seconds for s in held],
+        )  # fmt: skip
+        # calibration and trade-off on the probabilities themselves
+        correct = [s.hit and s.example.condition == "answerable" for s in held]
+        answerable = [s.example.condition == "answerable" for s in held]
+        learned["ece"] = expected_calibration_error(confs, correct)
+        learned["reliability"] = reliability(confs, correct)
+        mean_t = float(np.mean(thresholds))
+        learned["threshold"] = round(mean_t, 4)
+        learned["fold_thresholds"] = [round(r.threshold, 4) for r in rankers.values()]
+        learned["tradeoff"] = tradeoff(confs, correct, answerable,
+                                       sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, round(mean_t, 3)}))  # fmt: skip
+        result["learned"] = learned
+    if chats:
+        chat_set = follow_up_chats(data)
+        gold = GoldMap(engine.retriever().data.sentences)
+        for name in ("today", "learned"):
+            right = 0
+            for chat in chat_set:
+                if name == "learned":
+                    if not rankers:
+                        break
+                    engine.ranker = rankers.get(fold_of[chat.question.article])
+                a = engine.answer(chat.turns[-1], history=list(chat.turns[:-1]))
+                covering = gold.covering(chat.question)
+                top = a.sources[0] if a.sources else None
+                right += bool(
+                    top and not a.abstained and any(s.start == top.start and s.doc == top.doc for s in
+                                                    (gold.sentences[i] for i in covering))
+                    and len(top.text) <= MAX_HIT_CHARS
+                )  # fmt: skip
+            engine.ranker = None
+            if name in result:
+                result[name]["chats"] = len(chat_set)
+                result[name]["chats_right"] = right
+    # Latency of the whole answer() with a ranker fit on every fold, warm, one question at a time.
+    if rankers and latency_questions:
+        full, _ = tr.fit_full(examples, fold_of)
+        engine.ranker = full
+        sample = [q.question for q in questions[:: max(1, len(questions) // latency_questions)]][:latency_questions]
+        engine.answer(sample[0])
+        times = []
+        for q in sample:
+            started = time.perf_counter()
+            engine.answer(q)
+            times.append((time.perf_counter() - started) * 1000)
+        result["learned"]["answer_ms_p50"] = round(float(np.percentile(times, 50)), 2)
+        result["learned"]["answer_ms_p95"] = round(float(np.percentile(times, 95)), 2)
+    return result

@@ -71,6 +71,20 @@ class Hit:
     lexical: float  # BM25 score
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """First-stage candidates of one question: parallel arrays, one entry per sentence."""
+
+    ids: np.ndarray  # sentence ids
+    dense: np.ndarray  # cosine with the sentence alone
+    context: np.ndarray  # cosine with the sentence in its window
+    central_dense: np.ndarray  # closeness of the sentence vector to the corpus centroid
+    central_context: np.ndarray  # same for the window vector
+    bm25: np.ndarray  # raw BM25 score
+    typed: np.ndarray  # 1 when the sentence holds what the question's answer type asks for
+    boost: np.ndarray  # follow-up boost (previous answer and its neighbours)
+
+
 class Retriever:
     """Searches one loaded index. Read-only, so safe to share between threads."""
 
@@ -98,9 +112,67 @@ class Retriever:
         self._by_position = {(s.doc, s.start): i for i, s in enumerate(data.sentences)}
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
+        self._words: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
     def embed(self, question: str, *, reuse: bool = False) -> np.ndarray:
         return self.encoder.encode_query(question, reuse=reuse)
+
+    def candidates(
+        self,
+        query: np.ndarray,
+        tokens: list[str],
+        k: int,
+        *,
+        boost: dict[int, float] | None = None,
+        answer_type: str | None = None,
+        exclude: frozenset[int] | None = None,
+    ) -> Candidates:
+        """Every first-stage candidate of a query with its raw scores, unordered.
+
+        ``exclude`` (sentence ids) is for evaluation and training only: it asks
+        the question as if those sentences were not in the corpus.
+        """
+        data, cfg = self.data, self.settings
+        n = data.vectors.ntotal
+        depth = max(cfg.candidates, k)
+        extra = len(exclude) if exclude else 0
+        m = min(n, (depth + extra) * self._views)
+        _, rows = data.vectors.search(query.reshape(1, -1), m)
+        candidates = set(data.vector_sentence[rows[0][rows[0] >= 0]].tolist())
+        lexical = data.sparse.scores(tokens) if tokens else None
+        if lexical is not None and lexical.any():
+            top = np.argpartition(-lexical, min(depth + extra, len(lexical) - 1))[: depth + extra]
+            candidates.update(data.sparse_rows[top[lexical[top] > 0]].tolist())
+        if boost:
+            candidates.update(boost)
+        if exclude:
+            candidates.difference_update(exclude)
+        ids = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+        first = self._first_row[ids]
+        view_rows = first[:, None] + np.arange(self._views)
+        raw = (self._matrix[view_rows] @ query).astype(np.float32)  # (candidates, views)
+        central = self._centrality[view_rows]
+        bm25 = self._lexical_for(ids, lexical) if lexical is not None else np.zeros(len(ids), dtype=np.float32)
+        typed = np.zeros(len(ids), dtype=np.float32)
+        if answer_type:
+            pattern = ANSWER_TYPES[answer_type][1]
+            typed = np.array([bool(pattern.search(data.sentences[i].text)) for i in ids], dtype=np.float32)
+        boosted = np.zeros(len(ids), dtype=np.float32)
+        if boost:
+            boosted = np.array([boost.get(int(i), 0.0) for i in ids], dtype=np.float32)
+        return Candidates(ids, raw[:, 0], raw[:, -1], central[:, 0], central[:, -1], bm25, typed, boosted)
+
+    def fuse(self, c: Candidates) -> np.ndarray:
+        """The hand-set first-stage score of each candidate (README "Retrieval settings")."""
+        cfg = self.settings
+        sims0 = c.dense - cfg.centrality_penalty * c.central_dense
+        sims1 = c.context - cfg.centrality_penalty * c.central_context
+        mixed = (1 - cfg.window_weight) * sims0 + cfg.window_weight * sims1
+        if cfg.fusion == "rrf":
+            fused = _rrf(mixed) + _rrf(c.bm25)
+        else:
+            fused = mixed + cfg.bm25_weight * np.minimum(c.bm25 / cfg.bm25_scale, 1.0)
+        return (fused + cfg.answer_type_boost * c.typed + c.boost).astype(np.float32)
 
     def search(
         self,
@@ -110,45 +182,17 @@ class Retriever:
         *,
         boost: dict[int, float] | None = None,
         answer_type: str | None = None,
+        exclude: frozenset[int] | None = None,
     ) -> list[Hit]:
-        """Rank sentences for a query vector and its BM25 tokens; best first."""
-        data, cfg = self.data, self.settings
-        n = data.vectors.ntotal
-        if n == 0:
+        """Rank sentences for a query vector and its BM25 tokens by the hand-set fusion; best first."""
+        if self.data.vectors.ntotal == 0:
             return []
-        depth = max(cfg.candidates, k)
-        m = min(n, depth * self._views)
-        _, rows = data.vectors.search(query.reshape(1, -1), m)
-        candidates = set(data.vector_sentence[rows[0][rows[0] >= 0]].tolist())
-        lexical = data.sparse.scores(tokens) if tokens else None
-        if lexical is not None and lexical.any():
-            top = np.argpartition(-lexical, min(depth, len(lexical) - 1))[:depth]
-            candidates.update(data.sparse_rows[top[lexical[top] > 0]].tolist())
-        if boost:
-            candidates.update(boost)
-        ids = np.fromiter(candidates, dtype=np.int64)
-        first = self._first_row[ids]
-        view_rows = first[:, None] + np.arange(self._views)
-        raw = self._matrix[view_rows] @ query  # (candidates, views)
-        sims = raw - cfg.centrality_penalty * self._centrality[view_rows]
-        mixed = (1 - cfg.window_weight) * sims[:, 0] + cfg.window_weight * sims[:, -1]
-        dense, context = raw[:, 0], raw[:, -1]
-        bm25 = np.zeros(len(ids), dtype=np.float32)
-        if lexical is not None:
-            bm25 = self._lexical_for(ids, lexical)
-        if cfg.fusion == "rrf":
-            fused = _rrf(mixed) + _rrf(bm25)
-        else:
-            fused = mixed + cfg.bm25_weight * np.minimum(bm25 / cfg.bm25_scale, 1.0)
-        if cfg.answer_type_boost and answer_type:
-            pattern = ANSWER_TYPES[answer_type][1]
-            fused = fused + cfg.answer_type_boost * np.array(
-                [bool(pattern.search(data.sentences[i].text)) for i in ids], dtype=np.float32
-            )
-        if boost:
-            fused = fused + np.array([boost.get(int(i), 0.0) for i in ids], dtype=np.float32)
+        c = self.candidates(query, tokens, k, boost=boost, answer_type=answer_type, exclude=exclude)
+        fused = self.fuse(c)
         order = np.argsort(-fused, kind="stable")[:k]
-        return [Hit(int(ids[j]), float(fused[j]), float(dense[j]), float(context[j]), float(bm25[j])) for j in order]
+        return [
+            Hit(int(c.ids[j]), float(fused[j]), float(c.dense[j]), float(c.context[j]), float(c.bm25[j])) for j in order
+        ]
 
     def _lexical_for(self, ids: np.ndarray, lexical: np.ndarray) -> np.ndarray:
         pos = self._sparse_pos[ids]
@@ -178,3 +222,13 @@ class Retriever:
 
     def tokens(self, text: str) -> list[str]:
         return self.data.sparse.tokenize(text)
+
+    def words(self, sentence: int) -> tuple[frozenset[str], frozenset[str]]:
+        """(stemmed words of a sentence, of its passage): ranker features, computed once per sentence."""
+        cached = self._words.get(sentence)
+        if cached is None:
+            s = self.data.sentences[sentence]
+            doc = self.data.documents[s.doc].text
+            cached = (frozenset(self.tokens(s.text)), frozenset(self.tokens(doc[s.passage_start : s.passage_end])))
+            self._words[sentence] = cached  # a dict store is atomic: threads may only compute one twice
+        return cached

@@ -1,0 +1,303 @@
+"""Candidates -> ranked, with a calibrated confidence: a learned linear ranker and a Platt calibrator.
+
+The first stage (``Retriever.candidates`` + the hand-set ``Retriever.fuse``)
+keeps the best ``depth`` sentences; each gets the features below and the
+ranker's score (a logistic-regression logit: "this sentence holds the
+answer"). An optional :class:`Verifier` reads question and sentence together
+for the best few; its logit is one more feature. The confidence is the
+calibrated probability that the top sentence answers the question.
+
+Weights come from ``qa train`` (``qa/train.py``) and ship as JSON in
+``qa/models/``; answering needs only numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from qa.retrieve import Candidates
+from qa.types import QAError, Sentence
+
+FORMAT = 1
+MODELS = Path(__file__).parent / "models"
+SHIPPED = MODELS / "ranker.json"
+
+FEATURES: tuple[str, ...] = (
+    "dense",  # cosine, sentence alone
+    "context",  # cosine, sentence in its window
+    "central_dense",  # closeness to the corpus centroid (generic sentences)
+    "central_context",
+    "bm25",  # min(BM25 / 10, 1)
+    "bm25_rel",  # BM25 / best BM25 among the candidates
+    "typed",  # holds what a how-many/when/percentage question asks for
+    "has_type",  # the question asks for a typed answer
+    "fused",  # the hand-set first-stage score
+    "fused_margin",  # fused - best fused
+    "context_margin",  # context - best context
+    "dense_margin",
+    "rank_fused",  # log(1 + rank) under each first-stage score
+    "rank_context",
+    "rank_bm25",
+    "passage_context",  # best context cosine in the same passage
+    "passage_share",  # share of the candidates in the same passage
+    "document_margin",  # best fused in the same document - best fused overall
+    "document_share",  # share of the candidates in the same document
+    "length",  # log of the sentence's length in characters
+    "boost",  # follow-up: the previous answer or its neighbour
+    "follow_up",  # the question was read as a follow-up
+    "overlap",  # share of the question's (stemmed, stop-word-free) words in the sentence
+    "overlap_margin",  # overlap - best overlap among the candidates
+    "passage_overlap",  # share of the question's words in the sentence's passage
+    "novel",  # share of the sentence's words not in the question (an answer adds something)
+    "who_name",  # a who-question and a sentence naming someone (a capitalised word past the first)
+    "where_place",  # a where-question and "in/at/from/near + capitalised word"
+    "verifier",  # the verifier's logit (0 where it did not read the candidate)
+    "verified",  # 1 for the first-stage top ``verify_top`` a verifier read
+)
+
+
+class RankerError(QAError):
+    """A ranker file is missing, corrupted or of another format."""
+
+
+class Verifier(Protocol):
+    """Reads a question with each sentence; returns one logit per sentence ("this answers it")."""
+
+    def scores(self, question: str, sentences: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Candidates of one question after ranking: best first."""
+
+    ids: np.ndarray  # sentence ids
+    scores: np.ndarray  # ranker logits
+    features: np.ndarray  # (n, len(FEATURES)) in FEATURES order
+    confidence: float  # calibrated probability that ids[0] answers
+
+
+_WHO = re.compile(r"^\s*(who|whom|whose)\b|\b(which|what) (person|man|woman|people)\b", re.I)
+_WHERE = re.compile(r"^\s*where\b|\b(which|what) (city|country|place|town|state)\b", re.I)
+_NAME = re.compile(r"(?<=\w[ ,])[A-Z][a-z]+")
+_PLACE = re.compile(r"\b(in|at|from|near|to) (the )?[A-Z]")
+
+
+def _log_rank(values: np.ndarray) -> np.ndarray:
+    ranks = np.empty(len(values), dtype=np.float32)
+    ranks[np.argsort(-values, kind="stable")] = np.arange(len(values))
+    return np.log1p(ranks)
+
+
+def candidate_features(
+    c: Candidates,
+    fused: np.ndarray,
+    sentences: Sequence[Sentence],
+    *,
+    has_type: bool,
+    follow_up: bool,
+    depth: int,
+    question: str = "",
+    verifier: Verifier | None = None,
+    verify_top: int = 5,
+    words: Callable[[int], tuple[frozenset[str], frozenset[str]]] | None = None,
+    question_words: frozenset[str] = frozenset(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score, in that order.
+
+    With a ``verifier``, it reads the question with each of the first
+    ``verify_top`` (by the first-stage score) and its logits fill "verifier".
+    ``words(sentence id)`` gives (sentence words, passage words) for the overlap features.
+    """
+    keep = np.argsort(-fused, kind="stable")[:depth]
+    ids = c.ids[keep]
+    n = len(ids)
+    x = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    if n == 0:
+        return ids, x
+    dense, context, bm25, f = c.dense[keep], c.context[keep], c.bm25[keep], fused[keep]
+    x[:, 0], x[:, 1] = dense, context
+    x[:, 2], x[:, 3] = c.central_dense[keep], c.central_context[keep]
+    x[:, 4] = np.minimum(bm25 / 10.0, 1.0)
+    x[:, 5] = bm25 / max(float(bm25.max()), 1e-6)
+    x[:, 6] = c.typed[keep]
+    x[:, 7] = float(has_type)
+    x[:, 8] = f
+    x[:, 9] = f - f.max()
+    x[:, 10] = context - context.max()
+    x[:, 11] = dense - dense.max()
+    x[:, 12], x[:, 13], x[:, 14] = _log_rank(f), _log_rank(context), _log_rank(bm25)
+    passages = [(sentences[i].doc, sentences[i].passage_start) for i in ids]
+    docs = [sentences[i].doc for i in ids]
+    p_best: dict[tuple[str, int], float] = {}
+    p_count: dict[tuple[str, int], int] = {}
+    d_best: dict[str, float] = {}
+    d_count: dict[str, int] = {}
+    for j in range(n):
+        p, d = passages[j], docs[j]
+        p_best[p] = max(p_best.get(p, -9.0), float(context[j]))
+        p_count[p] = p_count.get(p, 0) + 1
+        d_best[d] = max(d_best.get(d, -9.0), float(f[j]))
+        d_count[d] = d_count.get(d, 0) + 1
+    top = float(f.max())
+    for j in range(n):
+        x[j, 15] = p_best[passages[j]]
+        x[j, 16] = p_count[passages[j]] / n
+        x[j, 17] = d_best[docs[j]] - top
+        x[j, 18] = d_count[docs[j]] / n
+        x[j, 19] = math.log(max(len(sentences[ids[j]].text), 1))
+    x[:, 20] = (c.boost[keep] > 0).astype(np.float32)
+    x[:, 21] = float(follow_up)
+    col = FEATURES.index("overlap")
+    if words is not None and question_words:
+        nq = len(question_words)
+        for j in range(n):
+            sw, pw = words(int(ids[j]))
+            x[j, col] = len(question_words & sw) / nq
+            x[j, col + 2] = len(question_words & pw) / nq
+            x[j, col + 3] = len(sw - question_words) / max(len(sw), 1)
+        x[:, col + 1] = x[:, col] - x[:, col].max()
+    if _WHO.search(question):
+        x[:, col + 4] = [bool(_NAME.search(sentences[i].text)) for i in ids]
+    if _WHERE.search(question):
+        x[:, col + 5] = [bool(_PLACE.search(sentences[i].text)) for i in ids]
+    if verifier is not None:
+        head = min(verify_top, n)
+        logits = verifier.scores(question, [sentences[i].text for i in ids[:head]])
+        v = FEATURES.index("verifier")
+        x[:head, v] = np.asarray(logits, dtype=np.float32).reshape(-1)[:head]
+        x[:head, v + 1] = 1.0
+    return ids, x
+
+
+CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
+
+
+def calibration_inputs(scores: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """What the confidence is read from: the top candidate's logit, its margin over the second, its
+    best cosine (sentence or window: "is this on topic at all") and its scaled BM25."""
+    if len(scores) == 0:
+        return np.array([-10.0, 0.0, 0.0, 0.0])
+    best = int(np.argmax(scores))
+    top = float(scores[best])
+    second = float(np.max(np.delete(scores, best))) if len(scores) > 1 else top - 5.0
+    return np.array([top, top - second, float(max(x[best, 0], x[best, 1])), float(x[best, 4])])
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """A learned linear ranker with its Platt calibrator and abstention threshold (see ``qa train``)."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    calibrator: tuple[float, ...]  # weights of CALIBRATION_INPUTS, then the intercept
+    threshold: float  # abstain when the confidence is below this
+    depth: int = 30  # first-stage candidates that are ranked
+    verify_top: int = 5  # candidates the verifier reads
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_verifier(self) -> bool:
+        return bool(self.weights[FEATURES.index("verifier")] or self.weights[FEATURES.index("verified")])
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+
+    def confidence(self, scores: np.ndarray, x: np.ndarray) -> float:
+        """Probability that the best-scored candidate answers (Platt scaling of :func:`calibration_inputs`)."""
+        if len(scores) == 0:
+            return 0.0
+        return self.probability(calibration_inputs(scores, x))
+
+    def probability(self, inputs: np.ndarray) -> float:
+        return _sigmoid(float(np.dot(self.calibrator[:-1], inputs)) + self.calibrator[-1])
+
+    def rank(self, ids: np.ndarray, x: np.ndarray) -> Ranked:
+        """Order candidates (features from :func:`candidate_features`) by the learned score."""
+        scores = self.score(x)
+        order = np.argsort(-scores, kind="stable")
+        return Ranked(ids[order], scores[order], x[order], self.confidence(scores, x))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "features": list(self.features),
+            "mean": [round(float(v), 6) for v in self.mean],
+            "scale": [round(float(v), 6) for v in self.scale],
+            "weights": [round(float(v), 6) for v in self.weights],
+            "bias": round(self.bias, 6),
+            "calibrator": [round(v, 6) for v in self.calibrator],
+            "threshold": round(self.threshold, 6),
+            "depth": self.depth,
+            "verify_top": self.verify_top,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Ranker:
+        if d.get("format") != FORMAT:
+            raise RankerError(f"ranker format {d.get('format')!r} is not {FORMAT}; retrain with `qa train`")
+        names = tuple(d["features"])
+        if set(names) - set(FEATURES):
+            raise RankerError(f"ranker uses features this version lacks: {sorted(set(names) - set(FEATURES))}")
+        # Features the file does not know get weight 0: older files keep working.
+        pos = {n: i for i, n in enumerate(names)}
+        full = [np.array([d[k][pos[n]] if n in pos else v for n in FEATURES], dtype=np.float32)
+                for k, v in (("mean", 0.0), ("scale", 1.0), ("weights", 0.0))]  # fmt: skip
+        calibrator = tuple(float(v) for v in d["calibrator"])
+        if len(calibrator) != len(CALIBRATION_INPUTS) + 1:
+            raise RankerError(f"the calibrator has {len(calibrator)} numbers, not {len(CALIBRATION_INPUTS) + 1}")
+        return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
+                   int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})))  # fmt: skip
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def load_ranker(path: str | Path | None = None) -> Ranker:
+    """Read a ranker JSON (default: the shipped ``qa/models/ranker.json``)."""
+    path = Path(path) if path is not None else SHIPPED
+    try:
+        return Ranker.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise RankerError(f"cannot read the ranker {path}: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise RankerError(f"{path} is not a ranker file: {exc}") from exc
+
+
+def load_verifier(path: str | os.PathLike[str]) -> Verifier:
+    """The verifier model at ``path``, through ``qa.verify.load_verifier`` (the ONNX cross-encoder).
+
+    Contract for ``qa/verify.py``: ``load_verifier(path) -> Verifier`` whose
+    ``scores(question, sentences)`` returns one float32 logit per sentence.
+    ``qa train --verifier PATH`` records ``PATH``'s file name in the ranker's
+    ``meta["verifier"]``; ``answer()`` then loads that file from ``qa/models/``.
+    """
+    from qa import verify
+
+    return verify.load_verifier(Path(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,348 @@
+"""Fit the ranker and its calibrator on SQuAD-format data: ``qa train --squad FILE``.
+
+Every question is asked three ways against one index of all articles:
+as is ("answerable"), with the sentences touching its gold spans excluded
+from the candidates ("dropped": in-topic but unanswerable) and with its whole
+article excluded ("off-corpus"). The ranker (logistic regression over
+``qa.rank.FEATURES``) learns from the answerable questions' candidates:
+label 1 for a sentence holding a whole gold span. The calibrator (Platt:
+logistic regression on the top logit and its margin over the second) learns
+"the top sentence answers" from all three, scored by rankers fit on the
+other folds' articles, so it sees held-out scores, as users' questions will
+be. The threshold is the confidence under which at most 2.5% of those
+held-out answerable questions fall.
+
+scikit-learn is needed here only; answering needs numpy and the JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answer import Engine
+from qa.rank import FEATURES, Ranker, Verifier, calibration_inputs, candidate_features, load_verifier
+from qa.retrieve import answer_type
+from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
+from qa.types import QAError
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("answerable", "dropped", "off_corpus")
+DEPTH = 30  # first-stage candidates the ranker orders
+ABSTAIN_QUANTILE = 0.025  # answerable questions allowed under the threshold when fitting it (target: 3% held out)
+MAX_HIT_CHARS = 400
+BATCH = 64  # questions embedded per call
+VERIFY_TOP = 5  # first-stage candidates a verifier reads
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question asked under one condition: its ranked-by-first-stage candidates and their labels."""
+
+    question: SquadQuestion
+    condition: str
+    ids: np.ndarray
+    x: np.ndarray  # (n, len(FEATURES))
+    labels: np.ndarray  # 1 where the candidate is a hit (holds a whole gold span, <= 400 characters)
+    seconds: float  # first-stage time, the question's embedding excluded (it is batch-encoded)
+
+    @property
+    def baseline_confidence(self) -> float:
+        """Today's confidence: the best first-stage candidate's cosine, alone or in its window."""
+        return float(max(self.x[0, 0], self.x[0, 1])) if len(self.ids) else 0.0
+
+
+def collect(
+    data: SquadData,
+    engine: Engine,
+    *,
+    questions: Sequence[SquadQuestion] | None = None,
+    conditions: Sequence[str] = CONDITIONS,
+    depth: int = DEPTH,
+    progress: Callable[[int, int], None] | None = None,
+    verifier: Verifier | None = None,
+    verify_top: int = VERIFY_TOP,
+) -> list[Example]:
+    """Ask each question under each condition; the features and labels of its top ``depth`` candidates."""
+    retriever = engine.retriever()
+    sentences = retriever.data.sentences
+    gold = GoldMap(sentences)
+    hit_ok = np.array([len(s.text) <= MAX_HIT_CHARS for s in sentences])
+    questions = list(questions if questions is not None else data.questions)
+    examples = []
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    for n, q in enumerate(questions, 1):
+        if (n - 1) % BATCH == 0:
+            # one batch call embeds far faster than one call per question
+            vectors = retriever.encoder.encode([x.question for x in questions[n - 1 : n - 1 + BATCH]])
+        vector = vectors[(n - 1) % BATCH]
+        covering = gold.covering(q)
+        for condition in conditions:
+            exclude = None
+            if condition == "dropped":
+                exclude = gold.overlapping(q)
+            elif condition == "off_corpus":
+                exclude = gold.article(q.article)
+            started = time.perf_counter()
+            c, fused, follow_up, _ = engine.candidates(retriever, q.question, [], exclude=exclude, vector=vector)
+            ids, x = candidate_features(
+                c, fused, sentences, has_type=answer_type(q.question) is not None, follow_up=follow_up,
+                depth=depth, question=q.question, verifier=verifier, verify_top=verify_top,
+                words=retriever.words, question_words=frozenset(retriever.tokens(q.question)),
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            labels = np.array([int(i) in covering and hit_ok[i] for i in ids], dtype=np.int8)
+            examples.append(Example(q, condition, ids, x, labels, seconds))
+        if progress is not None:
+            progress(n, len(questions))
+    return examples
+
+
+# Learned from the data. Left out: features these questions never vary (follow-ups; the verifier
+# when none is given), and those that depend on the corpus's size (candidate ranks and shares):
+# a 24-article corpus and a one-article one give them different meanings.
+LEARNED: tuple[str, ...] = tuple(
+    f for f in FEATURES
+    if f not in {"boost", "follow_up", "verifier", "verified", "rank_fused", "rank_context", "rank_bm25",
+                 "passage_share", "document_share"}
+)  # fmt: skip
+# SQuAD has no follow-ups to learn the previous answer's pull from: a fixed prior, in logits,
+# for the previous answer's sentence and its neighbours (checked on dev_chats and the rule-made chats).
+BOOST_LOGIT = 1.5
+
+
+class TrainError(QAError):
+    """Training cannot run: a missing package, or data with nothing to learn from."""
+
+
+def _logistic() -> Any:
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise TrainError("qa train needs scikit-learn: pip install 'qa-alliance[train]'") from exc
+    return LogisticRegression
+
+
+def fit_ranker(
+    examples: Sequence[Example], use: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean, scale, weights, bias) of a logistic regression: candidate -> "holds the answer".
+
+    Learns from answerable examples that have a hit among their candidates
+    (the others teach nothing about order), over the features in ``use``
+    (default :data:`LEARNED`, plus the verifier's when it ran); the others get
+    weight 0, except the follow-up boost, which gets :data:`BOOST_LOGIT`.
+    """
+    LogisticRegression = _logistic()
+    rows = [e for e in examples if e.condition == "answerable" and e.labels.any()]
+    if not rows:
+        raise TrainError("no answerable question has its answer among the candidates; nothing to learn from")
+    x = np.concatenate([e.x for e in rows]).astype(np.float64)
+    y = np.concatenate([e.labels for e in rows])
+    if use is None:
+        verified = x[:, FEATURES.index("verified")].any()
+        use = LEARNED + (("verifier", "verified") if verified else ())
+    cols = np.array([FEATURES.index(f) for f in use])
+    mean = np.zeros(len(FEATURES))
+    scale = np.ones(len(FEATURES))
+    mean[cols] = x[:, cols].mean(axis=0)
+    sd = x[:, cols].std(axis=0)
+    scale[cols] = np.where(sd < 1e-6, 1.0, sd)
+    model = LogisticRegression(C=1.0, max_iter=5000)
+    model.fit((x[:, cols] - mean[cols]) / scale[cols], y)
+    weights = np.zeros(len(FEATURES))
+    weights[cols] = np.where(sd < 1e-6, 0.0, model.coef_[0])
+    weights[FEATURES.index("boost")] = BOOST_LOGIT
+    return mean, scale, weights, float(model.intercept_[0])
+
+
+def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
+    """Platt scaling on :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers)."""
+    LogisticRegression = _logistic()
+    if len(set(labels.tolist())) < 2:
+        raise TrainError("calibration needs both right and wrong top answers; give more questions")
+    model = LogisticRegression(C=100.0, max_iter=5000)
+    model.fit(inputs, labels)
+    return (*(float(v) for v in model.coef_[0]), float(model.intercept_[0]))
+
+
+def ranker_from(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float) -> Ranker:
+    return Ranker(FEATURES, mean.astype(np.float32), scale.astype(np.float32), weights.astype(np.float32),
+                  bias, (1.0, 0.0, 0.0), 0.0, DEPTH)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A held-out example under a ranker: its top candidate, whether it is a hit, and the calibrator's inputs."""
+
+    example: Example
+    order: np.ndarray  # candidate positions, best first
+    inputs: np.ndarray  # calibration_inputs
+
+    @property
+    def hit(self) -> bool:
+        return bool(len(self.order)) and bool(self.example.labels[self.order[0]])
+
+    def hit_at(self, k: int) -> bool:
+        return bool(self.example.labels[self.order[:k]].any())
+
+
+def score_examples(ranker: Ranker, examples: Sequence[Example]) -> list[Scored]:
+    out = []
+    for e in examples:
+        s = ranker.score(e.x) if len(e.ids) else np.zeros(0)
+        order = np.argsort(-s, kind="stable")
+        out.append(Scored(e, order, calibration_inputs(s, e.x)))
+    return out
+
+
+def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Ranker, list[Scored]]:
+    """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
+
+    Returns the fitted ranker and the cross-fitted held-out scores it was calibrated on.
+    """
+    folds = sorted(set(fold_of.values()))
+    held: list[Scored] = []
+    for k in folds:
+        train = [e for e in examples if fold_of[e.question.article] != k]
+        test = [e for e in examples if fold_of[e.question.article] == k]
+        if not test or not train:
+            continue
+        held.extend(score_examples(ranker_from(*fit_ranker(train)), test))
+    if not held:  # one fold: calibrate in-sample
+        held = score_examples(ranker_from(*fit_ranker(examples)), examples)
+    calibrator = fit_calibrator(np.array([h.inputs for h in held]), np.array([h.hit for h in held]))
+    ranker = ranker_from(*fit_ranker(examples))
+    platt = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0)
+    conf = np.array([platt.probability(h.inputs) for h in held])
+    answerable = np.array([h.example.condition == "answerable" for h in held])
+    threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
+    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
+                    threshold, DEPTH, VERIFY_TOP)  # fmt: skip
+    return ranker, held
+
+
+def train(
+    squad: str | os.PathLike[str],
+    *,
+    folds: int = 5,
+    work: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    limit_articles: int | None = None,
+    limit_questions: int | None = None,
+    command: str | None = None,
+    verifier: str | os.PathLike[str] | None = None,
+) -> tuple[Ranker, dict[str, Any]]:
+    """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
+
+    ``limit_articles`` / ``limit_questions`` (per article) make a small, quick run for tests.
+    """
+    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles)
+    engine = Engine(index, corpus)
+    engine.ranker = None
+    questions = _questions(data, limit_questions)
+    fold_of = folds_of(data, folds)
+    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier)
+    ranker, held = fit_full(examples, fold_of)
+    meta = {
+        "data": Path(squad).name,
+        "data_sha256": data.sha256,
+        "articles": len(data.articles),
+        "questions": len(questions),
+        "folds": folds,
+        "depth": DEPTH,
+        "command": command or "qa train " + " ".join(sys.argv[1:]),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
+        "calibration_examples": len(held),
+        "verifier": Path(verifier).name if verifier is not None else None,
+    }
+    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, ranker.calibrator,
+                    ranker.threshold, ranker.depth, ranker.verify_top, meta)  # fmt: skip
+    if out is not None:
+        ranker.save(out)
+    return ranker, meta
+
+
+def _questions(data: SquadData, per_article: int | None) -> list[SquadQuestion]:
+    if per_article is None:
+        return list(data.questions)
+    taken: dict[str, int] = {}
+    chosen = []
+    for q in data.questions:
+        if taken.get(q.article, 0) < per_article:
+            taken[q.article] = taken.get(q.article, 0) + 1
+            chosen.append(q)
+    return chosen
+
+
+def _work(work: str | os.PathLike[str] | None) -> Path:
+    if work is not None:
+        return Path(work)
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "qa-squad-work"
+
+
+def _progress(n: int, total: int) -> None:
+    if n % 500 == 0 or n == total:
+        log.info("asked %d/%d questions (3 ways each)", n, total)
+
+
+def collect_cached(
+    data: SquadData,
+    engine: Engine,
+    questions: Sequence[SquadQuestion],
+    *,
+    work: Path,
+    verifier: str | os.PathLike[str] | None = None,
+) -> list[Example]:
+    """:func:`collect`, kept in ``work`` as ``.npz`` (no pickle) keyed by data, index, features and questions.
+
+    Training after an evaluation on the same data reuses the candidates instead of asking again.
+    """
+    retriever = engine.retriever()
+    key = hashlib.sha256(json.dumps([
+        data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH, VERIFY_TOP,
+        [q.id for q in questions], str(verifier) if verifier is not None else None,
+        retriever.settings.__dict__, engine.settings.__dict__,
+    ], default=str).encode()).hexdigest()[:16]  # fmt: skip
+    cache = work / f"examples-{key}.npz"
+    by_id = {q.id: q for q in questions}
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("qids", "conditions", "bounds", "ids", "x", "labels", "seconds")}
+            bounds = arrays["bounds"]
+            out = []
+            rows = zip(arrays["qids"].tolist(), arrays["conditions"].tolist(), strict=True)
+            for j, (qid, cond) in enumerate(rows):
+                a, b = int(bounds[j]), int(bounds[j + 1])
+                out.append(Example(by_id[qid], cond, arrays["ids"][a:b], arrays["x"][a:b], arrays["labels"][a:b],
+                                   float(arrays["seconds"][j])))  # fmt: skip
+            log.info("reused the candidates in %s", cache)
+            return out
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring the unreadable cache %s: %s", cache, exc)
+    model = load_verifier(verifier) if verifier is not None else None
+    examples = collect(data, engine, questions=questions, progress=_progress, verifier=model)
+    bounds = np.cumsum([0] + [len(e.ids) for e in examples])
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez(
+        tmp, qids=np.array([e.question.id for e in examples]), conditions=np.array([e.condition for e in examples]),
+        bounds=bounds, ids=np.concatenate([e.ids for e in examples]), x=np.concatenate([e.x for e in examples]),
+        labels=np.concatenate([e.labels for e in examples]), seconds=np.array([e.seconds for e in examples]),
+    )  # fmt: skip
+    tmp.replace(cache)
+    return examples

@@ -1,0 +1,95 @@
+"""The learned ranker: training end to end, the shipped file, confidence and the verifier hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from qa import answer
+from qa.answer import Engine
+from qa.cli import main
+from qa.rank import FEATURES, SHIPPED, RankerError, file_sha256, load_ranker
+from qa.squad import prepare
+from tests.squad_tiny import write_tiny_squad
+
+# Recorded when qa/models/ranker.json was written by `qa train` (see qa/models/README.md).
+SHIPPED_SHA256 = (SHIPPED.parent / "ranker.json.sha256").read_text(encoding="utf-8").split()[0]
+
+
+def test_train_command_runs_end_to_end_on_a_tiny_slice(tmp_path: Path) -> None:
+    squad = write_tiny_squad(tmp_path)
+    out = tmp_path / "ranker.json"
+    args = ["train", "--squad", str(squad), "--work", str(tmp_path / "work"), "--folds", "3", "--out", str(out),
+            "--limit-articles", "3", "--limit-questions", "6"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["format"] == 1 and saved["features"] == list(FEATURES)
+    meta = saved["meta"]
+    assert meta["data_sha256"] == file_sha256(squad) and meta["folds"] == 3 and meta["questions"] == 18
+    assert "qa train" in meta["command"] and meta["date"]
+    ranker = load_ranker(out)
+    assert 0 < ranker.threshold < 1
+    # the fitted ranker answers from the tiny corpus: the right sentence first, a probability as confidence
+    engine = Engine(tmp_path / "work" / "index")
+    engine.ranker = ranker
+    a = engine.answer("Who is the mayor of Harbour Town?")
+    assert a.sources[0].text == "The mayor is Ellen Sand." and 0 <= a.confidence <= 1
+
+
+def test_shipped_ranker_matches_its_checksum_and_loads_offline() -> None:
+    assert file_sha256(SHIPPED) == SHIPPED_SHA256
+    ranker = load_ranker()
+    assert ranker.features == FEATURES and ranker.meta["data_sha256"] and ranker.meta["command"].startswith("qa train")
+    x = np.zeros((3, len(FEATURES)), dtype=np.float32)
+    assert 0 <= ranker.rank(np.arange(3), x).confidence <= 1
+
+
+def test_a_corrupted_ranker_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ranker.json"
+    bad.write_text('{"format": 99}', encoding="utf-8")
+    with pytest.raises(RankerError, match="format 99"):
+        load_ranker(bad)
+    bad.write_text("{", encoding="utf-8")
+    with pytest.raises(RankerError, match="not a ranker file"):
+        load_ranker(bad)
+
+
+def test_confidence_is_a_probability_and_off_topic_questions_abstain(article_index: Path) -> None:
+    a = answer("How many vehicles did Mitsubishi sell in Southeast Asia?", index=article_index)
+    assert not a.abstained and 0 < a.confidence <= 1
+    assert answer("What is the capital of Japan?", index=article_index).abstained
+
+
+class KeywordVerifier:
+    """A stand-in verifier with a fixed rule: a high logit for sentences naming a keyword."""
+
+    def __init__(self, keyword: str) -> None:
+        self.keyword = keyword
+        self.calls = 0
+
+    def scores(self, question: str, sentences: list[str]) -> np.ndarray:
+        self.calls += 1
+        return np.array([8.0 if self.keyword in s else -8.0 for s in sentences], dtype=np.float32)
+
+
+def test_the_verifier_logit_is_a_feature_of_the_final_score(tmp_path: Path) -> None:
+    squad = write_tiny_squad(tmp_path)
+    _, corpus, index = prepare(squad, tmp_path / "work")
+    engine = Engine(index, corpus)
+    base = load_ranker()
+    weights = base.weights.copy()
+    weights[FEATURES.index("verifier")] = 10.0  # a ranker trained with a verifier would weigh it
+    from dataclasses import replace
+
+    engine.ranker = replace(base, weights=weights)
+    question = "When was Harbour Town founded?"
+    engine.verifier = KeywordVerifier("14,000")  # points at a wrong sentence of the first-stage top 5
+    wrong = engine.answer(question)
+    assert engine.verifier.calls == 1 and "14,000" in wrong.sources[0].text
+    engine.verifier = KeywordVerifier("1723")
+    assert "1723" in engine.answer(question).sources[0].text
