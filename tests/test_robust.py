@@ -91,7 +91,7 @@ def test_a_megabyte_line_builds_and_its_splitting_is_logged(
     with caplog.at_level(logging.INFO, logger="qa"):
         manifest = build_index(corpus, tmp_path / "index")
     assert manifest.documents == 4
-    assert "splitting line.txt (1.0 MB)" in caplog.text  # MiB
+    assert "splitting line.txt (1.0 M characters)" in caplog.text
 
 
 def test_file_over_the_size_limit_is_skipped_by_name(
