@@ -378,10 +378,11 @@ def evaluate_squad(
     data, corpus, index = prepare(path, tr._work(work), limit_articles=limit_articles)
     engine = Engine(index, corpus)
     engine.ranker = None
+    per_article = tr.fold_verifiers(data, verifier)
     if verifier is not None:
         from qa.rank import load_verifier
 
-        engine.verifier = load_verifier(verifier)
+        engine.verifier = load_verifier(sorted(per_article.values())[0] if per_article else verifier)
     questions = tr._questions(data, limit_questions)
     fold_of = folds_of(data, folds)
     examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier)
@@ -441,6 +442,10 @@ def evaluate_squad(
                     if not rankers:
                         break
                     engine.ranker = rankers.get(fold_of[chat.question.article])
+                    if per_article:  # the verifier that never saw this chat's article
+                        from qa.rank import load_verifier
+
+                        engine.verifier = load_verifier(per_article[chat.question.article])
                 a = engine.answer(chat.turns[-1], history=list(chat.turns[:-1]))
                 covering = gold.covering(chat.question)
                 top = a.sources[0] if a.sources else None

@@ -268,11 +268,36 @@ def train(
         "calibration_examples": len(held),
         "verifier": Path(verifier).name if verifier is not None else None,
     }
+    if fold_verifiers(data, verifier) is not None:
+        # Fit on cross-fitted scores; answering uses the verifier trained on every article.
+        from qa.verify import DEFAULT_VERIFIER
+
+        meta["verifier"] = DEFAULT_VERIFIER.name
+        meta["verifier_features"] = f"cross-fitted by {Path(verifier).name}"  # type: ignore[arg-type]
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, ranker.calibrator,
                     ranker.threshold, ranker.depth, ranker.verify_top, meta)  # fmt: skip
     if out is not None:
         ranker.save(out)
     return ranker, meta
+
+
+def fold_verifiers(data: SquadData, verifier: str | os.PathLike[str] | None) -> dict[str, str] | None:
+    """Article -> verifier file when ``verifier`` is a per-fold template such as ``/tmp/v{fold}-int8.onnx``.
+
+    The files for folds 0, 1, ... (as many as exist, at least 2) were each trained
+    without the articles whose index in file order is their fold modulo their
+    number (``bench/train_verifier.py --folds N --holdout F``), so every question
+    is scored by a verifier that never saw its article. None for a single file.
+    """
+    if verifier is None or "{fold}" not in str(verifier):
+        return None
+    template = str(verifier)
+    n = 0
+    while Path(template.format(fold=n)).is_file():
+        n += 1
+    if n < 2:
+        raise TrainError(f"a per-fold verifier template needs at least 2 files; found {n} for {template!r}")
+    return {a: template.format(fold=f) for a, f in folds_of(data, n).items()}
 
 
 def _questions(data: SquadData, per_article: int | None) -> list[SquadQuestion]:
@@ -335,8 +360,17 @@ def collect_cached(
             return out
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring the unreadable cache %s: %s", cache, exc)
-    model = load_verifier(verifier) if verifier is not None else None
-    examples = collect(data, engine, questions=questions, progress=_progress, verifier=model)
+    per_article = fold_verifiers(data, verifier)
+    if per_article is not None:
+        # Cross-fitted verifier scores: each question is read by a verifier trained without its article.
+        examples = []
+        for path in sorted(set(per_article.values())):
+            group = [q for q in questions if per_article[q.article] == path]
+            log.info("verifier %s reads %d questions' candidates", path, len(group))
+            examples += collect(data, engine, questions=group, progress=_progress, verifier=load_verifier(path))
+    else:
+        model = load_verifier(verifier) if verifier is not None else None
+        examples = collect(data, engine, questions=questions, progress=_progress, verifier=model)
     bounds = np.cumsum([0] + [len(e.ids) for e in examples])
     tmp = cache.with_name(cache.name + ".tmp.npz")
     np.savez(
