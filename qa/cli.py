@@ -362,7 +362,13 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
     from qa.train import train
 
-    command = "qa train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    # The command as it could be typed again (global options such as -v say nothing about the fit).
+    parts = [f"--squad {squad}", f"--folds {folds}"]
+    parts += [f"--work {work}"] if work is not None else []
+    parts += [f"--verifier '{verifier}'"] if verifier is not None else []
+    parts += [f"--limit-articles {limit_articles}"] if limit_articles else []
+    parts += [f"--limit-questions {limit_questions}"] if limit_questions else []
+    command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "

@@ -263,7 +263,7 @@ def train(
         "questions": len(questions),
         "folds": folds,
         "depth": DEPTH,
-        "command": command or "qa " + " ".join(sys.argv[1:]),
+        "command": command or "qa train " + " ".join(sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "calibration_examples": len(held),
         "verifier": Path(verifier).name if verifier is not None else None,
