@@ -31,15 +31,15 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app_latency import free_port, percentile, wait_for_page  # bench/ is this script's folder, so first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "corpus" / "mitsubishi-joins-renault-nissan-alliance.txt"
@@ -62,19 +62,6 @@ class Build:
     returned: float  # monotonic time `qa index build` returned
     version: str
     deleted: str | None  # the station file this build removed, if any
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def station(n: int, code: str) -> str:
@@ -100,20 +87,6 @@ def build(corpus: Path, index: Path, env: dict[str, str]) -> str:
 def sentences_of(index: Path, version: str) -> set[tuple[str, int, int, str]]:
     rows = (json.loads(line) for line in (index / f"v-{version}" / "sentences.jsonl").open(encoding="utf-8"))
     return {(r["doc"], r["start"], r["end"], r["text"]) for r in rows}
-
-
-def wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited with status {proc.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"no page at {url} after {timeout:.0f} s")
 
 
 def main() -> int:

@@ -125,7 +125,20 @@ class Engine:
         self._status_cache: tuple[Any, float, tuple[str, str]] | None = None
         # The learned ranker and optional verifier (qa/rank.py); None ranks by the hand-set fusion.
         self.ranker: Ranker | None = _shipped_ranker()
-        self.verifier: Verifier | None = _shipped_verifier(self.ranker)
+        self._verifier: Verifier | None = None
+        self._verifier_loaded = False  # the verifier loads with the index, not when the engine is made
+
+    @property
+    def verifier(self) -> Verifier | None:
+        """The verifier the ranker was trained with (loaded on first use), or the one assigned."""
+        if not self._verifier_loaded:
+            self._verifier = _shipped_verifier(self.ranker)
+            self._verifier_loaded = True
+        return self._verifier
+
+    @verifier.setter
+    def verifier(self, verifier: Verifier | None) -> None:
+        self._verifier, self._verifier_loaded = verifier, True
 
     # --- loading and swapping -------------------------------------------------
 
@@ -219,7 +232,7 @@ class Engine:
         if folder is None:
             raise IndexStateError(f"no index has been built in {self.index}")
         retriever = Retriever(store.load_folder(folder))
-        _ = retriever.encoder.model  # load the model now, not on the first question
+        _ = retriever.encoder.model, self.verifier  # load the models now, not on the first question
         self._current_stamp = stamp
         log.info("loaded index %s (%s)", folder, retriever.data.manifest.version)
         return retriever

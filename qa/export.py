@@ -19,7 +19,6 @@ another model, other weights or another recipe never share a folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qa.store import sha256_file
 from qa.types import QAError
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,6 @@ def weights_file(folder: Path) -> Path:
     raise ExportError(f"no model weights (model.safetensors) in {folder}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_sha256(folder: Path) -> str:
     """sha256 of the model's weights, remembered by (path, size, mtime) in the cache folder."""
     path = weights_file(folder).resolve()
@@ -91,7 +83,7 @@ def weights_sha256(folder: Path) -> str:
         known = json.loads(memo.read_text(encoding="utf-8"))
     if isinstance(known, dict) and isinstance(known.get(key), str):
         return known[key]
-    digest = _sha256(path)
+    digest = sha256_file(path)
     with contextlib.suppress(OSError):
         memo.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(memo, json.dumps({**(known if isinstance(known, dict) else {}), key: digest}, indent=1))
@@ -228,7 +220,7 @@ def _export(folder: Path, out: Path) -> dict[str, Any]:
         "recipe": RECIPE,
         "opset": OPSET,
         "weights_sha256": weights_sha256(folder),
-        "onnx_sha256": _sha256(out / "model.onnx"),
+        "onnx_sha256": sha256_file(out / "model.onnx"),
         "dimension": int(bert.config.hidden_size),
         **settings,
     }

@@ -13,7 +13,6 @@ Weights come from ``qa train`` (``qa/train.py``) and ship as JSON in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from qa.retrieve import Candidates
+from qa.store import sha256_file
 from qa.types import QAError, Sentence
 
 FORMAT = 1
@@ -300,4 +300,4 @@ def load_verifier(path: str | os.PathLike[str]) -> Verifier:
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(Path(path))

@@ -114,6 +114,27 @@ class Extracted:
 Reader = Callable[[str, bytes], Extracted]
 
 
+def join_blocks(blocks: list[tuple[str, int]]) -> tuple[str, Layout]:
+    """Blocks ``(text, heading level or 0)`` joined by blank lines, with each heading's path.
+
+    A heading closes the headings of its level and deeper; its path ("Duck > Etymology")
+    starts at its offset in the joined text.
+    """
+    parts: list[str] = []
+    headings: list[tuple[int, str]] = []
+    stack: list[tuple[int, str]] = []
+    offset = 0
+    for text, level in blocks:
+        if level:
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, " ".join(text.split())))
+            headings.append((offset, " > ".join(t for _, t in stack)))
+        parts.append(text)
+        offset += len(text) + 2
+    return "\n\n".join(parts), Layout(headings=tuple(headings))
+
+
 def _reader(suffix: str) -> Reader:
     if suffix == ".pdf":
         from qa.readers import pdf

@@ -15,7 +15,7 @@ import io
 import re
 import zipfile
 
-from qa.readers import Extracted, Layout, UnreadableFileError
+from qa.readers import Extracted, UnreadableFileError, join_blocks
 
 MAX_UNPACKED = 512 * 1024 * 1024  # bytes a .docx may unpack to
 MAX_RATIO = 200  # larger compression ratios on big members look like a zip bomb
@@ -116,20 +116,9 @@ def read(name: str, raw: bytes) -> Extracted:
         blocks.append((text, level))
     if not blocks:
         raise UnreadableFileError(f"{name} holds no text")
-    parts: list[str] = []
-    headings: list[tuple[int, str]] = []
-    stack: list[tuple[int, str]] = []
-    offset = 0
-    for text, level in blocks:
-        if level:
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, " ".join(text.split())))
-            headings.append((offset, " > ".join(t for _, t in stack)))
-        parts.append(text)
-        offset += len(text) + 2
+    text, layout = join_blocks(blocks)
     try:
         title = " ".join((document.core_properties.title or "").split())
     except (KeyError, ValueError):
         title = ""
-    return Extracted("\n\n".join(parts), "docx", Layout(headings=tuple(headings)), title)
+    return Extracted(text, "docx", layout, title)

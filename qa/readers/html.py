@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from qa.readers import Extracted, Layout, UnreadableFileError
+from qa.readers import Extracted, UnreadableFileError, join_blocks
 
 _MAIN = (".mw-parser-output", "main", "[role=main]", "article", "#mw-content-text", "#content", "body")
 _DROP_TAGS = {
@@ -107,16 +107,5 @@ def read(name: str, raw: bytes) -> Extracted:
     end_block()
     if title and (not blocks or blocks[0][0] != title):
         blocks.insert(0, (title, 1))
-    parts: list[str] = []
-    headings: list[tuple[int, str]] = []
-    stack: list[tuple[int, str]] = []
-    offset = 0
-    for text, level in blocks:
-        if level:
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, text))
-            headings.append((offset, " > ".join(t for _, t in stack)))
-        parts.append(text)
-        offset += len(text) + 2
-    return Extracted("\n\n".join(parts), encoding, Layout(headings=tuple(headings)), title)
+    text, layout = join_blocks(blocks)  # block texts are whitespace-collapsed already
+    return Extracted(text, encoding, layout, title)
