@@ -30,11 +30,9 @@ SPLITTER = {"name": "pysbd", "version": 4, "readers": readers.VERSION}  # bump w
 # 1 MB about 15 minutes): it only ever sees pieces this long, cut at a sentence
 # end, a line break or a space (2,000 characters split in ~10 ms).
 MAX_SPLIT_CHARS = 2000
-# Larger files are skipped with a message naming them (README "Guarantees and limits"):
-# text and HTML over 10 MB, PDF and Word files (mostly images and fonts) over 200 MB.
-MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_PACKED_FILE_BYTES = 200 * 1024 * 1024
-PACKED_SUFFIXES = (".pdf", ".docx")
+# Per-format file size limits live with the readers (``qa.readers.max_bytes``).
+MAX_FILE_BYTES = readers.MAX_FILE_BYTES
+MAX_PACKED_FILE_BYTES = readers.MAX_PACKED_FILE_BYTES
 
 # A blank line (possibly holding spaces, \r or NBSP) and the whitespace after.
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -148,7 +146,7 @@ def read_document(doc_id: str, path: Path, *, skipped: dict[str, str] | None = N
     """
     try:
         size = path.stat().st_size
-        limit = MAX_PACKED_FILE_BYTES if doc_id.lower().endswith(PACKED_SUFFIXES) else MAX_FILE_BYTES
+        limit = readers.max_bytes(doc_id)
         if size > limit:
             reason = f"{size / 2**20:.1f} MB is over the {limit // 2**20} MB file size limit"
             log.warning("skipping %s: %s", doc_id, reason)

@@ -135,6 +135,18 @@ def join_blocks(blocks: list[tuple[str, int]]) -> tuple[str, Layout]:
     return "\n\n".join(parts), Layout(headings=tuple(headings))
 
 
+# Larger files are skipped with a message naming them (README "Guarantees and limits"): text and
+# HTML over 10 MB; PDF and Word files, mostly images and fonts, over 200 MB.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_PACKED_FILE_BYTES = 200 * 1024 * 1024
+_PACKED_SUFFIXES = (".pdf", ".docx")
+
+
+def max_bytes(name: str) -> int:
+    """The largest file of this name's format that is read."""
+    return MAX_PACKED_FILE_BYTES if name.lower().endswith(_PACKED_SUFFIXES) else MAX_FILE_BYTES
+
+
 def _reader(suffix: str) -> Reader:
     if suffix == ".pdf":
         from qa.readers import pdf
