@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/squad_pairs.py OUT.jsonl [--squad FILE] [--work DIR] [--negatives 10]
 
-Each line: ``{"article", "fold", "question", "sentence", "label", "kind"}``.
+Each line: ``{"article", "fold", "question", "sentence", "label", "kind", "context"}``
+(``context``: the document's title and the sentence before it in its passage, as
+``qa.verify.context_of`` gives it to the verifier at answer time).
 ``label`` 1: a sentence holding a whole gold answer span (``kind`` "gold");
 0: one of the retriever's top candidates that does not ("retrieved", the
 first ``--negatives`` of today's ranking) or another sentence of the answer's
@@ -27,6 +29,7 @@ import numpy as np
 from qa.answer import Engine
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, folds_of, prepare
+from qa.verify import context_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 
@@ -46,6 +49,7 @@ def main() -> None:
     engine.ranker = None  # negatives from today's retriever
     retriever = engine.retriever()
     sentences = retriever.data.sentences
+    documents = retriever.data.documents
     gold = GoldMap(sentences)
     fold = folds_of(data, args.folds)
     rows = skipped = 0
@@ -55,7 +59,8 @@ def main() -> None:
             nonlocal rows
             for i in ids:  # type: ignore[attr-defined]
                 row = {"article": article, "fold": fold[article], "question": question,
-                       "sentence": sentences[i].text, "label": label, "kind": kind}  # fmt: skip
+                       "sentence": sentences[i].text, "label": label, "kind": kind,
+                       "context": context_of(sentences, i, documents[sentences[i].doc].title)}  # fmt: skip
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 rows += 1
 

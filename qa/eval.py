@@ -385,7 +385,7 @@ def evaluate_squad(
         engine.verifier = load_verifier(sorted(per_article.values())[0] if per_article else verifier)
     questions = tr._questions(data, limit_questions)
     fold_of = folds_of(data, folds)
-    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier)
+    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier, folds=folds)
     result: dict[str, Any] = {"articles": len(data.articles), "questions": len(questions), "folds": folds,
                               "data_sha256": data.sha256}  # fmt: skip
 

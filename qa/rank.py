@@ -73,7 +73,9 @@ class RankerError(QAError):
 class Verifier(Protocol):
     """Reads a question with each sentence; returns one logit per sentence ("this answers it")."""
 
-    def scores(self, question: str, sentences: list[str]) -> np.ndarray: ...
+    def scores(self, question: str, sentences: list[str], contexts: list[str] | None = None) -> np.ndarray:
+        """``contexts[j]``: what precedes ``sentences[j]`` (title, previous sentence), for a verifier that reads it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,17 @@ def candidate_features(
     verify_top: int = 5,
     words: Callable[[int], tuple[frozenset[str], frozenset[str]]] | None = None,
     question_words: frozenset[str] = frozenset(),
+    verify_order: Callable[[np.ndarray], np.ndarray] | None = None,
+    preceding: Callable[[int], str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score, in that order.
 
-    With a ``verifier``, it reads the question with each of the first
-    ``verify_top`` (by the first-stage score) and its logits fill "verifier".
-    ``words(sentence id)`` gives (sentence words, passage words) for the overlap features.
+    With a ``verifier``, it reads the question with the ``verify_top`` candidates
+    that come first in ``verify_order(features)`` (the cascade's first ranker,
+    :meth:`Ranker.verify_order`; default: the first-stage order) and its logits
+    fill "verifier" (see :func:`add_verification`).
+    ``words(sentence id)`` gives (sentence words, passage words) for the overlap features;
+    ``preceding(sentence id)`` what precedes a sentence, for a verifier that reads it.
     """
     keep = np.argsort(-fused, kind="stable")[:depth]
     ids = c.ids[keep]
@@ -171,12 +178,34 @@ def candidate_features(
     if _WHERE.search(question):
         x[:, col + 5] = [bool(_PLACE.search(sentences[i].text)) for i in ids]
     if verifier is not None:
-        head = min(verify_top, n)
-        logits = verifier.scores(question, [sentences[i].text for i in ids[:head]])
-        v = FEATURES.index("verifier")
-        x[:head, v] = np.asarray(logits, dtype=np.float32).reshape(-1)[:head]
-        x[:head, v + 1] = 1.0
+        order = verify_order(x) if verify_order is not None else np.arange(n)
+        x = add_verification(x, ids, question, sentences, verifier, order[:verify_top], preceding)
     return ids, x
+
+
+def add_verification(
+    x: np.ndarray,
+    ids: np.ndarray,
+    question: str,
+    sentences: Sequence[Sentence],
+    verifier: Verifier,
+    rows: np.ndarray,
+    context: Callable[[int], str] | None = None,
+) -> np.ndarray:
+    """``x`` with the verifier's logits for candidates ``rows`` (positions in ``ids``) in "verifier" and
+    "verified" set to 1 there; the other candidates get 0 in both."""
+    x = x.copy()
+    v = FEATURES.index("verifier")
+    x[:, v : v + 2] = 0.0
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return x
+    chosen = [int(ids[j]) for j in rows]
+    contexts = [context(i) for i in chosen] if context is not None else None
+    logits = verifier.scores(question, [sentences[i].text for i in chosen], contexts)
+    x[rows, v] = np.asarray(logits, dtype=np.float32).reshape(-1)[: len(rows)]
+    x[rows, v + 1] = 1.0
+    return x
 
 
 CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
@@ -211,10 +240,20 @@ class Ranker:
     depth: int = 30  # first-stage candidates that are ranked
     verify_top: int = 5  # candidates the verifier reads
     meta: dict[str, Any] = field(default_factory=dict)
+    # The cascade's first ranker: a linear score on the raw features (no verifier) that picks the
+    # candidates the verifier reads. None: the first-stage order picks them.
+    pre_weights: np.ndarray | None = None
+    pre_bias: float = 0.0
 
     @property
     def uses_verifier(self) -> bool:
         return bool(self.weights[FEATURES.index("verifier")] or self.weights[FEATURES.index("verified")])
+
+    def verify_order(self, x: np.ndarray) -> np.ndarray:
+        """Candidate positions, the ones the verifier should read first."""
+        if self.pre_weights is None:
+            return np.arange(len(x))
+        return np.argsort(-(x @ self.pre_weights + self.pre_bias), kind="stable")
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weights + self.bias
@@ -246,8 +285,10 @@ class Ranker:
             "threshold": round(self.threshold, 6),
             "depth": self.depth,
             "verify_top": self.verify_top,
+            **({"pre": {"weights": [round(float(v), 6) for v in self.pre_weights], "bias": round(self.pre_bias, 6)}}
+               if self.pre_weights is not None else {}),
             "meta": self.meta,
-        }
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Ranker:
@@ -263,8 +304,13 @@ class Ranker:
         calibrator = tuple(float(v) for v in d["calibrator"])
         if len(calibrator) != len(CALIBRATION_INPUTS) + 1:
             raise RankerError(f"the calibrator has {len(calibrator)} numbers, not {len(CALIBRATION_INPUTS) + 1}")
+        pre = d.get("pre")
+        pre_weights = None
+        if pre is not None:
+            pre_weights = np.array([pre["weights"][pos[n]] if n in pos else 0.0 for n in FEATURES], dtype=np.float32)
         return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
-                   int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})))  # fmt: skip
+                   int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})),
+                   pre_weights, float(pre["bias"]) if pre is not None else 0.0)  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)

@@ -220,6 +220,13 @@ class Retriever:
                 best[doc] = hit.score
         return dict(list(best.items())[:n])
 
+    def context(self, sentence: int) -> str:
+        """What precedes a sentence for the verifier: its document's title and the previous sentence of its passage."""
+        from qa.verify import context_of
+
+        s = self.data.sentences[sentence]
+        return context_of(self.data.sentences, sentence, self.data.documents[s.doc].title)
+
     def tokens(self, text: str) -> list[str]:
         return self.data.sparse.tokenize(text)
 

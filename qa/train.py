@@ -17,6 +17,7 @@ scikit-learn is needed here only; answering needs numpy and the JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -32,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from qa.answer import Engine
-from qa.rank import FEATURES, Ranker, Verifier, calibration_inputs, candidate_features, load_verifier
+from qa.rank import (
+    FEATURES,
+    Ranker,
+    Verifier,
+    add_verification,
+    calibration_inputs,
+    candidate_features,
+    load_verifier,
+)
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
 from qa.types import QAError
@@ -229,8 +238,9 @@ def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Rank
     conf = np.array([platt.probability(h.inputs) for h in held])
     answerable = np.array([h.example.condition == "answerable" for h in held])
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
+    pre_weights, pre_bias = fit_pre(examples) if ranker.uses_verifier else (None, 0.0)
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
-                    threshold, DEPTH, VERIFY_TOP)  # fmt: skip
+                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias)  # fmt: skip
     return ranker, held
 
 
@@ -254,7 +264,7 @@ def train(
     engine.ranker = None
     questions = _questions(data, limit_questions)
     fold_of = folds_of(data, folds)
-    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier)
+    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds)
     ranker, held = fit_full(examples, fold_of)
     meta = {
         "data": Path(squad).name,
@@ -274,8 +284,7 @@ def train(
 
         meta["verifier"] = DEFAULT_VERIFIER.name
         meta["verifier_features"] = f"cross-fitted by {Path(verifier).name}"  # type: ignore[arg-type]
-    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, ranker.calibrator,
-                    ranker.threshold, ranker.depth, ranker.verify_top, meta)  # fmt: skip
+    ranker = dataclasses.replace(ranker, meta=meta)
     if out is not None:
         ranker.save(out)
     return ranker, meta
@@ -325,52 +334,36 @@ def _progress(n: int, total: int) -> None:
         log.info("asked %d/%d questions (3 ways each)", n, total)
 
 
-def collect_cached(
-    data: SquadData,
-    engine: Engine,
-    questions: Sequence[SquadQuestion],
-    *,
-    work: Path,
-    verifier: str | os.PathLike[str] | None = None,
-) -> list[Example]:
-    """:func:`collect`, kept in ``work`` as ``.npz`` (no pickle) keyed by data, index, features and questions.
-
-    Training after an evaluation on the same data reuses the candidates instead of asking again.
-    """
+def _examples_key(data: SquadData, engine: Engine, questions: Sequence[SquadQuestion], *extra: Any) -> str:
     retriever = engine.retriever()
-    key = hashlib.sha256(json.dumps([
+    return hashlib.sha256(json.dumps([
         data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH, VERIFY_TOP,
-        [q.id for q in questions], str(verifier) if verifier is not None else None,
-        retriever.settings.__dict__, engine.settings.__dict__,
+        [q.id for q in questions], retriever.settings.__dict__, engine.settings.__dict__, *extra,
     ], default=str).encode()).hexdigest()[:16]  # fmt: skip
-    cache = work / f"examples-{key}.npz"
+
+
+def _load_examples(cache: Path, questions: Sequence[SquadQuestion]) -> list[Example] | None:
+    if not cache.exists():
+        return None
     by_id = {q.id: q for q in questions}
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("qids", "conditions", "bounds", "ids", "x", "labels", "seconds")}
-            bounds = arrays["bounds"]
-            out = []
-            rows = zip(arrays["qids"].tolist(), arrays["conditions"].tolist(), strict=True)
-            for j, (qid, cond) in enumerate(rows):
-                a, b = int(bounds[j]), int(bounds[j + 1])
-                out.append(Example(by_id[qid], cond, arrays["ids"][a:b], arrays["x"][a:b], arrays["labels"][a:b],
-                                   float(arrays["seconds"][j])))  # fmt: skip
-            log.info("reused the candidates in %s", cache)
-            return out
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring the unreadable cache %s: %s", cache, exc)
-    per_article = fold_verifiers(data, verifier)
-    if per_article is not None:
-        # Cross-fitted verifier scores: each question is read by a verifier trained without its article.
-        examples = []
-        for path in sorted(set(per_article.values())):
-            group = [q for q in questions if per_article[q.article] == path]
-            log.info("verifier %s reads %d questions' candidates", path, len(group))
-            examples += collect(data, engine, questions=group, progress=_progress, verifier=load_verifier(path))
-    else:
-        model = load_verifier(verifier) if verifier is not None else None
-        examples = collect(data, engine, questions=questions, progress=_progress, verifier=model)
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("qids", "conditions", "bounds", "ids", "x", "labels", "seconds")}
+        bounds = arrays["bounds"]
+        out = []
+        rows = zip(arrays["qids"].tolist(), arrays["conditions"].tolist(), strict=True)
+        for j, (qid, cond) in enumerate(rows):
+            a, b = int(bounds[j]), int(bounds[j + 1])
+            out.append(Example(by_id[qid], cond, arrays["ids"][a:b], arrays["x"][a:b], arrays["labels"][a:b],
+                               float(arrays["seconds"][j])))  # fmt: skip
+        log.info("reused the candidates in %s", cache)
+        return out
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring the unreadable cache %s: %s", cache, exc)
+        return None
+
+
+def _save_examples(cache: Path, examples: Sequence[Example]) -> None:
     bounds = np.cumsum([0] + [len(e.ids) for e in examples])
     tmp = cache.with_name(cache.name + ".tmp.npz")
     np.savez(
@@ -379,4 +372,81 @@ def collect_cached(
         labels=np.concatenate([e.labels for e in examples]), seconds=np.array([e.seconds for e in examples]),
     )  # fmt: skip
     tmp.replace(cache)
-    return examples
+
+
+def fit_pre(examples: Sequence[Example]) -> tuple[np.ndarray, float]:
+    """The cascade's first ranker: :func:`fit_ranker` without the verifier, as raw-feature weights and bias."""
+    mean, scale, weights, bias = fit_ranker(examples, use=LEARNED)
+    raw = weights / scale
+    return raw.astype(np.float32), float(bias - float(np.dot(raw, mean)))
+
+
+def verify_examples(
+    examples: Sequence[Example],
+    engine: Engine,
+    verifier_for: Callable[[SquadQuestion], Verifier],
+    order_for: Callable[[Example], np.ndarray],
+    *,
+    top: int = VERIFY_TOP,
+) -> list[Example]:
+    """``examples`` with the verifier's logits for the ``top`` candidates ``order_for(example)`` puts first."""
+    retriever = engine.retriever()
+    out = []
+    for n, e in enumerate(examples, 1):
+        rows = order_for(e)[:top]
+        x = add_verification(e.x, e.ids, e.question.question, retriever.data.sentences, verifier_for(e.question),
+                             rows, retriever.context)  # fmt: skip
+        out.append(Example(e.question, e.condition, e.ids, x, e.labels, e.seconds))
+        if n % 1500 == 0 or n == len(examples):
+            log.info("verified %d/%d questions' candidates", n, len(examples))
+    return out
+
+
+def collect_cached(
+    data: SquadData,
+    engine: Engine,
+    questions: Sequence[SquadQuestion],
+    *,
+    work: Path,
+    verifier: str | os.PathLike[str] | None = None,
+    folds: int = 5,
+) -> list[Example]:
+    """:func:`collect`, kept in ``work`` as ``.npz`` (no pickle) keyed by data, index, features and questions.
+
+    With a ``verifier``, the candidates are collected first without it; then,
+    for each question, a first ranker fit on the other ``folds``' articles
+    (:func:`fit_pre`, as answering's cascade) picks the candidates the verifier
+    reads, and the verifier is the one that never saw the question's article when
+    ``verifier`` is a per-fold template (:func:`fold_verifiers`). Training after an
+    evaluation on the same data reuses the candidates instead of asking again.
+    """
+    base_cache = work / f"examples-{_examples_key(data, engine, questions, None)}.npz"
+    base = _load_examples(base_cache, questions)
+    if base is None:
+        base = collect(data, engine, questions=questions, progress=_progress)
+        _save_examples(base_cache, base)
+    if verifier is None:
+        return base
+    cache = work / f"examples-{_examples_key(data, engine, questions, str(verifier), 'cascade', folds)}.npz"
+    verified = _load_examples(cache, questions)
+    if verified is not None:
+        return verified
+    fold_of = folds_of(data, folds)
+    pres = {}
+    for k in sorted(set(fold_of.values())):
+        rest = [e for e in base if fold_of[e.question.article] != k]
+        pres[k] = fit_pre(rest if any(e.labels.any() for e in rest) else base)
+    per_article = fold_verifiers(data, verifier)
+    models = {path: load_verifier(path) for path in sorted(set(per_article.values()))} if per_article else {}
+    single = load_verifier(verifier) if per_article is None else None
+
+    def order_for(e: Example) -> np.ndarray:
+        w, b = pres[fold_of[e.question.article]]
+        return np.argsort(-(e.x @ w + b), kind="stable")
+
+    def verifier_for(q: SquadQuestion) -> Verifier:
+        return single if single is not None else models[per_article[q.article]]  # type: ignore[index]
+
+    verified = verify_examples(base, engine, verifier_for, order_for)
+    _save_examples(cache, verified)
+    return verified

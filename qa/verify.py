@@ -16,16 +16,38 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qa.types import QAError
+from qa.types import QAError, Sentence
 
 MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_VERIFIER = MODELS / "verifier-int8.onnx"
 MAX_LENGTH = 128
+CONTEXT_SEP = " [SEP] "  # between the candidate sentence and its context, in the second segment
+
+
+def context_of(sentences: Sequence[Sentence], i: int, title: str) -> str:
+    """What a reader sees before sentence ``i``: its document's title and the sentence before it in its passage.
+
+    The same context the embedding's "window" view gives (``qa.build.embedding_views``): a
+    sentence that says "It was founded in 1890" answers "When was X founded?" only in context.
+    """
+    s = sentences[i]
+    parts = [title + "."] if title else []
+    if i > 0:
+        p = sentences[i - 1]
+        if p.doc == s.doc and p.passage_start == s.passage_start and p.citable:
+            parts.append(p.text)
+    return " ".join(" ".join(parts).split())
+
+
+def verifier_text(sentence: str, context: str) -> str:
+    """The verifier's second segment: the candidate first (truncation cuts context before it), then its context."""
+    return sentence + CONTEXT_SEP + context if context else sentence
 
 
 class VerifierError(QAError):
@@ -64,11 +86,18 @@ class OnnxVerifier:
         names = [i.name for i in self._session.get_inputs()]
         if names != ["input_ids", "attention_mask", "token_type_ids"]:
             raise VerifierError(f"{self.path} is not a verifier model (inputs {names})")
+        self.reads_context = bool(self.describe().get("context", False))
 
-    def scores(self, question: str, sentences: list[str]) -> np.ndarray:
-        """One logit per sentence: higher means it answers the question."""
+    def scores(self, question: str, sentences: list[str], contexts: list[str] | None = None) -> np.ndarray:
+        """One logit per sentence: higher means it answers the question.
+
+        ``contexts`` (what precedes each sentence, :func:`context_of`) is read only by a
+        model trained with it (``"context": true`` in its ``verifier.json``).
+        """
         if not sentences:
             return np.zeros(0, dtype=np.float32)
+        if self.reads_context and contexts is not None:
+            sentences = [verifier_text(s, c) for s, c in zip(sentences, contexts, strict=True)]
         encodings = self._tokenizer.encode_batch([(question, s) for s in sentences])
         feeds = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),

@@ -72,7 +72,7 @@ class KeywordVerifier:
         self.keyword = keyword
         self.calls = 0
 
-    def scores(self, question: str, sentences: list[str]) -> np.ndarray:
+    def scores(self, question: str, sentences: list[str], contexts: list[str] | None = None) -> np.ndarray:
         self.calls += 1
         return np.array([8.0 if self.keyword in s else -8.0 for s in sentences], dtype=np.float32)
 
