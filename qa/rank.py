@@ -208,18 +208,57 @@ def add_verification(
     return x
 
 
-CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
+# What the confidence is read from, for the best-scored candidate ("best"): is it ahead of the rest,
+# does the verifier say it answers (and does it say so of anything), is the question's topic in the
+# corpus at all, and does the sentence hold the kind of answer asked for.
+CALIBRATION_INPUTS = (
+    "top",  # the best candidate's ranker logit
+    "margin",  # its lead over the second
+    "cosine",  # its best cosine (sentence or window)
+    "bm25",  # its scaled BM25
+    "verifier_top",  # the verifier's logit for it (-10 when unread)
+    "verifier_max",  # the verifier's best logit over what it read (-10 when none)
+    "verifier_margin",  # the verifier's best logit minus its second (5 with fewer than two)
+    "overlap",  # share of the question's words in it
+    "passage_overlap",  # ... in its passage
+    "best_cosine",  # best sentence cosine among all candidates: is the topic in the corpus
+    "best_bm25",  # best scaled BM25 among all candidates
+    "has_type",  # the question asks for a typed answer
+    "typed",  # the best candidate holds one
+    "length",  # log of its length
+    "novel",  # share of its words not in the question
+)
+# Before the verifier's inputs existed (ranker files written by 0.2 development builds).
+LEGACY_CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
 
 
-def calibration_inputs(scores: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """What the confidence is read from: the top candidate's logit, its margin over the second, its
-    best cosine (sentence or window: "is this on topic at all") and its scaled BM25."""
+def calibration_inputs(scores: np.ndarray, x: np.ndarray, names: Sequence[str] = CALIBRATION_INPUTS) -> np.ndarray:
+    """The calibrator's inputs (``names``, from :data:`CALIBRATION_INPUTS`) for candidates scored ``scores``."""
     if len(scores) == 0:
-        return np.array([-10.0, 0.0, 0.0, 0.0])
+        empty = {"top": -10.0, "verifier_top": -10.0, "verifier_max": -10.0, "verifier_margin": 5.0}
+        return np.array([empty.get(n, 0.0) for n in names])
     best = int(np.argmax(scores))
     top = float(scores[best])
     second = float(np.max(np.delete(scores, best))) if len(scores) > 1 else top - 5.0
-    return np.array([top, top - second, float(max(x[best, 0], x[best, 1])), float(x[best, 4])])
+    v = FEATURES.index("verifier")
+    read = x[:, v + 1] > 0
+    logits = np.sort(x[read, v])[::-1]
+
+    def feature(name: str) -> float:
+        return float(x[best, FEATURES.index(name)])
+
+    values = {
+        "top": top,
+        "margin": top - second,
+        "cosine": float(max(x[best, 0], x[best, 1])),
+        "bm25": float(x[best, 4]),
+        "verifier_top": float(x[best, v]) if read[best] else -10.0,
+        "verifier_max": float(logits[0]) if len(logits) else -10.0,
+        "verifier_margin": float(logits[0] - logits[1]) if len(logits) > 1 else 5.0,
+        "best_cosine": float(x[:, 0].max()),
+        "best_bm25": float(x[:, 4].max()),
+    }
+    return np.array([values[n] if n in values else feature(n) for n in names])
 
 
 def _sigmoid(z: float) -> float:
@@ -244,6 +283,7 @@ class Ranker:
     # candidates the verifier reads. None: the first-stage order picks them.
     pre_weights: np.ndarray | None = None
     pre_bias: float = 0.0
+    calibration: tuple[str, ...] = CALIBRATION_INPUTS  # the calibrator's inputs, in its weights' order
 
     @property
     def uses_verifier(self) -> bool:
@@ -262,7 +302,7 @@ class Ranker:
         """Probability that the best-scored candidate answers (Platt scaling of :func:`calibration_inputs`)."""
         if len(scores) == 0:
             return 0.0
-        return self.probability(calibration_inputs(scores, x))
+        return self.probability(calibration_inputs(scores, x, self.calibration))
 
     def probability(self, inputs: np.ndarray) -> float:
         return _sigmoid(float(np.dot(self.calibrator[:-1], inputs)) + self.calibrator[-1])
@@ -281,6 +321,7 @@ class Ranker:
             "scale": [round(float(v), 6) for v in self.scale],
             "weights": [round(float(v), 6) for v in self.weights],
             "bias": round(self.bias, 6),
+            "calibration_inputs": list(self.calibration),
             "calibrator": [round(v, 6) for v in self.calibrator],
             "threshold": round(self.threshold, 6),
             "depth": self.depth,
@@ -302,15 +343,20 @@ class Ranker:
         full = [np.array([d[k][pos[n]] if n in pos else v for n in FEATURES], dtype=np.float32)
                 for k, v in (("mean", 0.0), ("scale", 1.0), ("weights", 0.0))]  # fmt: skip
         calibrator = tuple(float(v) for v in d["calibrator"])
-        if len(calibrator) != len(CALIBRATION_INPUTS) + 1:
-            raise RankerError(f"the calibrator has {len(calibrator)} numbers, not {len(CALIBRATION_INPUTS) + 1}")
+        calibration = tuple(d.get("calibration_inputs", LEGACY_CALIBRATION_INPUTS))
+        if set(calibration) - set(CALIBRATION_INPUTS):
+            raise RankerError(
+                f"the calibrator reads inputs this version lacks: {sorted(set(calibration) - set(CALIBRATION_INPUTS))}"
+            )
+        if len(calibrator) != len(calibration) + 1:
+            raise RankerError(f"the calibrator has {len(calibrator)} numbers, not {len(calibration) + 1}")
         pre = d.get("pre")
         pre_weights = None
         if pre is not None:
             pre_weights = np.array([pre["weights"][pos[n]] if n in pos else 0.0 for n in FEATURES], dtype=np.float32)
         return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
                    int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})),
-                   pre_weights, float(pre["bias"]) if pre is not None else 0.0)  # fmt: skip
+                   pre_weights, float(pre["bias"]) if pre is not None else 0.0, calibration)  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)

@@ -178,13 +178,19 @@ def fit_ranker(
 
 
 def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
-    """Platt scaling on :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers)."""
+    """Platt scaling, extended to :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers).
+
+    The inputs are standardised for the fit and the weights mapped back, so the file holds raw-input weights.
+    """
     LogisticRegression = _logistic()
     if len(set(labels.tolist())) < 2:
         raise TrainError("calibration needs both right and wrong top answers; give more questions")
+    mean, sd = inputs.mean(axis=0), inputs.std(axis=0)
+    sd = np.where(sd < 1e-9, 1.0, sd)
     model = LogisticRegression(C=100.0, max_iter=5000)
-    model.fit(inputs, labels)
-    return (*(float(v) for v in model.coef_[0]), float(model.intercept_[0]))
+    model.fit((inputs - mean) / sd, labels)
+    weights = np.where(inputs.std(axis=0) < 1e-9, 0.0, model.coef_[0] / sd)
+    return (*(float(v) for v in weights), float(model.intercept_[0] - float(np.dot(weights, mean))))
 
 
 def ranker_from(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float) -> Ranker:
