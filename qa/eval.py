@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,6 +361,7 @@ def evaluate_squad(
     limit_questions: int | None = None,
     latency_questions: int = 200,
     verifier: str | os.PathLike[str] | None = None,
+    calibration: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -408,9 +409,9 @@ def evaluate_squad(
         if not test or not train_ex:
             continue
         inner = {a: f for a, f in fold_of.items() if f != k}
-        ranker, _ = tr.fit_full(train_ex, inner)
+        ranker, _ = tr.fit_full(train_ex, inner, *([calibration] if calibration else []))
         rankers[k] = ranker
-        for s in tr.score_examples(ranker, test):
+        for s in tr.score_examples(ranker, test, ranker.calibration):
             held.append(s)
             confs.append(ranker.probability(s.inputs))
             thresholds.append(ranker.threshold)
@@ -460,7 +461,7 @@ def evaluate_squad(
                 result[name]["chats_right"] = right
     # Latency of the whole answer() with a ranker fit on every fold, warm, one question at a time.
     if rankers and latency_questions:
-        full, _ = tr.fit_full(examples, fold_of)
+        full, _ = tr.fit_full(examples, fold_of, *([calibration] if calibration else []))
         engine.ranker = full
         sample = [q.question for q in questions[:: max(1, len(questions) // latency_questions)]][:latency_questions]
         engine.answer(sample[0])

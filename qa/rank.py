@@ -228,11 +228,16 @@ CALIBRATION_INPUTS = (
     "length",  # log of its length
     "novel",  # share of its words not in the question
 )
-# Before the verifier's inputs existed (ranker files written by 0.2 development builds).
-LEGACY_CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
+# The inputs ``qa train`` uses unless told otherwise (and those of files that name none). The
+# verifier's inputs raise SQuAD's abstention on unanswerable questions (README, "Answer quality")
+# but make the article's answerable questions abstain more often: the verifier, trained on
+# encyclopaedia questions, is less sure on news text, so the default leaves them out.
+DEFAULT_CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")
 
 
-def calibration_inputs(scores: np.ndarray, x: np.ndarray, names: Sequence[str] = CALIBRATION_INPUTS) -> np.ndarray:
+def calibration_inputs(
+    scores: np.ndarray, x: np.ndarray, names: Sequence[str] = DEFAULT_CALIBRATION_INPUTS
+) -> np.ndarray:
     """The calibrator's inputs (``names``, from :data:`CALIBRATION_INPUTS`) for candidates scored ``scores``."""
     if len(scores) == 0:
         empty = {"top": -10.0, "verifier_top": -10.0, "verifier_max": -10.0, "verifier_margin": 5.0}
@@ -283,7 +288,7 @@ class Ranker:
     # candidates the verifier reads. None: the first-stage order picks them.
     pre_weights: np.ndarray | None = None
     pre_bias: float = 0.0
-    calibration: tuple[str, ...] = CALIBRATION_INPUTS  # the calibrator's inputs, in its weights' order
+    calibration: tuple[str, ...] = DEFAULT_CALIBRATION_INPUTS  # the calibrator's inputs, in its weights' order
 
     @property
     def uses_verifier(self) -> bool:
@@ -343,7 +348,7 @@ class Ranker:
         full = [np.array([d[k][pos[n]] if n in pos else v for n in FEATURES], dtype=np.float32)
                 for k, v in (("mean", 0.0), ("scale", 1.0), ("weights", 0.0))]  # fmt: skip
         calibrator = tuple(float(v) for v in d["calibrator"])
-        calibration = tuple(d.get("calibration_inputs", LEGACY_CALIBRATION_INPUTS))
+        calibration = tuple(d.get("calibration_inputs", DEFAULT_CALIBRATION_INPUTS))
         if set(calibration) - set(CALIBRATION_INPUTS):
             raise RankerError(
                 f"the calibrator reads inputs this version lacks: {sorted(set(calibration) - set(CALIBRATION_INPUTS))}"

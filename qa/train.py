@@ -34,6 +34,7 @@ import numpy as np
 
 from qa.answer import Engine
 from qa.rank import (
+    DEFAULT_CALIBRATION_INPUTS,
     FEATURES,
     Ranker,
     Verifier,
@@ -178,7 +179,7 @@ def fit_ranker(
 
 
 def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
-    """Platt scaling, extended to :data:`qa.rank.CALIBRATION_INPUTS`: a logistic regression for P(top answers).
+    """Platt scaling over named inputs (:data:`qa.rank.CALIBRATION_INPUTS`): a logistic regression for P(top answers).
 
     The inputs are standardised for the fit and the weights mapped back, so the file holds raw-input weights.
     """
@@ -214,16 +215,20 @@ class Scored:
         return bool(self.example.labels[self.order[:k]].any())
 
 
-def score_examples(ranker: Ranker, examples: Sequence[Example]) -> list[Scored]:
+def score_examples(
+    ranker: Ranker, examples: Sequence[Example], calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS
+) -> list[Scored]:
     out = []
     for e in examples:
         s = ranker.score(e.x) if len(e.ids) else np.zeros(0)
         order = np.argsort(-s, kind="stable")
-        out.append(Scored(e, order, calibration_inputs(s, e.x)))
+        out.append(Scored(e, order, calibration_inputs(s, e.x, calibration)))
     return out
 
 
-def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Ranker, list[Scored]]:
+def fit_full(
+    examples: Sequence[Example], fold_of: dict[str, int], calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS
+) -> tuple[Ranker, list[Scored]]:
     """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
 
     Returns the fitted ranker and the cross-fitted held-out scores it was calibrated on.
@@ -235,18 +240,18 @@ def fit_full(examples: Sequence[Example], fold_of: dict[str, int]) -> tuple[Rank
         test = [e for e in examples if fold_of[e.question.article] == k]
         if not test or not train:
             continue
-        held.extend(score_examples(ranker_from(*fit_ranker(train)), test))
+        held.extend(score_examples(ranker_from(*fit_ranker(train)), test, calibration))
     if not held:  # one fold: calibrate in-sample
-        held = score_examples(ranker_from(*fit_ranker(examples)), examples)
+        held = score_examples(ranker_from(*fit_ranker(examples)), examples, calibration)
     calibrator = fit_calibrator(np.array([h.inputs for h in held]), np.array([h.hit for h in held]))
     ranker = ranker_from(*fit_ranker(examples))
-    platt = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator, 0.0)
+    platt = dataclasses.replace(ranker, calibrator=calibrator, threshold=0.0, calibration=tuple(calibration))
     conf = np.array([platt.probability(h.inputs) for h in held])
     answerable = np.array([h.example.condition == "answerable" for h in held])
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
     pre_weights, pre_bias = fit_pre(examples) if ranker.uses_verifier else (None, 0.0)
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
-                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias)  # fmt: skip
+                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias, tuple(calibration))  # fmt: skip
     return ranker, held
 
 
@@ -260,6 +265,7 @@ def train(
     limit_questions: int | None = None,
     command: str | None = None,
     verifier: str | os.PathLike[str] | None = None,
+    calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -271,7 +277,7 @@ def train(
     questions = _questions(data, limit_questions)
     fold_of = folds_of(data, folds)
     examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds)
-    ranker, held = fit_full(examples, fold_of)
+    ranker, held = fit_full(examples, fold_of, calibration)
     meta = {
         "data": Path(squad).name,
         "data_sha256": data.sha256,
@@ -289,7 +295,8 @@ def train(
         from qa.verify import DEFAULT_VERIFIER
 
         meta["verifier"] = DEFAULT_VERIFIER.name
-        meta["verifier_features"] = f"cross-fitted by {Path(verifier).name}"  # type: ignore[arg-type]
+        made = "bench/train_verifier.py --folds N --holdout F, qa/models/verifier.md"
+        meta["verifier_features"] = f"cross-fitted: {Path(verifier).name} ({made})"  # type: ignore[arg-type]
     ranker = dataclasses.replace(ranker, meta=meta)
     if out is not None:
         ranker.save(out)
