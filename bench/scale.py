@@ -22,7 +22,6 @@ embedding) and reused by the next run through the content-hash cache.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import random

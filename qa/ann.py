@@ -108,7 +108,7 @@ def build(
         added = _remap(index, old_rows)
         if len(added):
             index.add_with_ids(np.ascontiguousarray(vectors[added]), added.astype(np.int64))
-        search = {**previous_search, "updated": True, "added": int(len(added))}
+        search = {**previous_search, "updated": True, "added": len(added)}
         search.pop("seconds", None)
     else:
         index = faiss.index_factory(vectors.shape[1], f"IVF{chosen['nlist']},SQ8", faiss.METRIC_INNER_PRODUCT)
@@ -119,7 +119,7 @@ def build(
         log.info("training the vector index: %d lists on %d vectors", chosen["nlist"], len(sample))
         index.train(np.ascontiguousarray(sample))
         index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-        search = {**chosen, **_calibrate(index, vectors), "trained_on": int(len(sample))}
+        search = {**chosen, **_calibrate(index, vectors), "trained_on": len(sample)}
     if index.ntotal != len(vectors):
         raise IndexStateError(f"the vector index holds {index.ntotal} vectors, not {len(vectors)}")
     faiss.extract_index_ivf(index).nprobe = int(search["nprobe"])

@@ -280,9 +280,9 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     by_sha: dict[str, str] = {}  # file sha256 -> an old document id with those bytes (renames)
     if old_data is not None and same_split:
         old_documents = old_data.documents
-        table = old_data.sentences
+        table, docs = old_data.sentences, old_data.documents
         # Columns, not objects: only the documents reused below become Sentence objects.
-        old_sha = {d: sha for d, sha in zip(old_data.documents.ids, old_data.documents.sha256s, strict=True) if table.rows_of(d)}
+        old_sha = {d: sha for d, sha in zip(docs.ids, docs.sha256s, strict=True) if table.rows_of(d)}
         by_sha = {sha: d for d, sha in old_sha.items()}
     old_sources = old.manifest.sources if old is not None else {}
     old_vectors: dict[bytes, int] = {}
