@@ -58,10 +58,6 @@ def plan(n: int) -> dict[str, Any]:
     return {"kind": "ivf-sq8", "nlist": int(nlist)}
 
 
-def io_flags(search: dict[str, Any]) -> int:
-    return 0
-
-
 def prepare(index: Any, search: dict[str, Any]) -> None:
     """Set the search-time parameters the manifest records (``$QA_NPROBE`` overrides nprobe)."""
     if search.get("kind") != "ivf-sq8":
@@ -134,7 +130,7 @@ def _remap(index: Any, old_rows: np.ndarray) -> np.ndarray:
     """
     import faiss
 
-    ivf = faiss.extract_index_ivf(index)
+    ivf: Any = faiss.extract_index_ivf(index)
     old_to_new = np.full(ivf.ntotal, -1, dtype=np.int64)  # the previous build's ids are its rows
     reused = np.flatnonzero(old_rows >= 0)
     # One entry per old vector: a text reused by two new rows is added once more for the second.

@@ -359,7 +359,7 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
         )
         columns = {name: _array(folder / "sentences" / f"{name}.npy") for name in SENTENCE_COLUMNS}
         sentences = SentenceTable(columns, _read_only_map(folder / "sentence_extra.jsonl"), documents)
-        vectors = faiss.read_index(str(folder / "vectors.faiss"), ann.io_flags(manifest.search))
+        vectors: Any = faiss.read_index(str(folder / "vectors.faiss"))
         if (folder / "vectors.npy").exists():
             matrix = _array(folder / "vectors.npy")
         else:  # an exact index holds the vectors itself: a read-only view of FAISS's storage
@@ -396,8 +396,8 @@ def load_vectors(folder: Path, manifest: Manifest) -> StoredVectors:
     import faiss
 
     legacy = manifest.format_version < 3
-    names = ("vectors.faiss", "vector_keys.json") if legacy else ("vectors.npy", "vectors.faiss", "vector_keys.npy")
-    names = tuple(n for n in names if n in manifest.files)
+    wanted = ("vectors.faiss", "vector_keys.json") if legacy else ("vectors.npy", "vectors.faiss", "vector_keys.npy")
+    names = [n for n in wanted if n in manifest.files]
     verify_files(folder, dataclasses.replace(manifest, files={n: manifest.files[n] for n in names}))
     try:
         if legacy:
