@@ -100,9 +100,7 @@ def test_removed_sentences_are_never_returned_after_an_incremental_rebuild(make_
     first = build_index(corpus, index)
     (corpus / "karsk.txt").unlink()
     millford = corpus / "millford.txt"
-    millford.write_text(
-        millford.read_text(encoding="utf-8").replace("copper wire", "glass marbles"), encoding="utf-8"
-    )
+    millford.write_text(millford.read_text(encoding="utf-8").replace("copper wire", "glass marbles"), encoding="utf-8")
     second = build_index(corpus, index)
     assert second.search.get("updated") is True  # the IVF lists were renumbered, not trained again
     assert second.build["reused"] > 0 and second.vectors < first.vectors
@@ -146,10 +144,11 @@ def write_format_2(folder: Path) -> None:
     flat.add(np.asarray(data.matrix, dtype=np.float32))
     keys = [k.decode() for k in np.asarray(data.vector_keys).tolist()]
     del data
+    kept = {"manifest.json", ".qa-build", "documents.jsonl", "sentences.jsonl"}
+    kept |= {"sparse_rows.npy", "vector_sentence.npy"}
     for p in list(folder.rglob("*")):
-        if p.is_file() and p.name not in ("manifest.json", ".qa-build", "documents.jsonl", "sentences.jsonl"):
-            if not p.is_relative_to(folder / "bm25") and p.name not in ("sparse_rows.npy", "vector_sentence.npy"):
-                p.unlink()
+        if p.is_file() and p.name not in kept and not p.is_relative_to(folder / "bm25"):
+            p.unlink()
     faiss.write_index(flat, str(folder / "vectors.faiss"))
     (folder / "vector_keys.json").write_text(json.dumps(keys), encoding="utf-8")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
