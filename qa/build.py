@@ -96,8 +96,13 @@ def index_status(
     *,
     model: str | None = None,
     verify: bool = True,
+    full: bool = False,
 ) -> Status:
-    """Compare the index with the corpus: fresh, stale (and which files), missing or corrupted."""
+    """Compare the index with the corpus: fresh, stale (and which files), missing or corrupted.
+
+    ``verify`` checks the index files' checksums (files over 64 MB by a sampled
+    fingerprint; ``full`` reads their whole sha256).
+    """
     index = Path(index)
     try:
         folder = store.current_folder(index)
@@ -105,7 +110,7 @@ def index_status(
             return Status("missing", f"no index has been built in {index}")
         manifest = store.read_manifest(folder)
         if verify:
-            store.verify_files(folder, manifest)
+            store.verify_files(folder, manifest, full=full)
     except store.IndexFormatError as exc:  # an earlier release's index: rebuilt, reusing its vectors
         return Status("stale", str(exc))
     except IndexStateError as exc:

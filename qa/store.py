@@ -268,7 +268,7 @@ def sample_digest(path: Path) -> str:
 
     It finds a truncated, extended or overwritten file in milliseconds; a
     single flipped bit between blocks is only found by the full checksum
-    (``verify_files(..., full=True)``, ``qa index status --verify``).
+    (``verify_files(..., full=True)``, ``qa index status --full-check``).
     """
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
