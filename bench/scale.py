@@ -161,6 +161,7 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
     import faiss
 
     from qa import store
+    from qa.ann import exact_kth
     from qa.answer import Engine
     from qa.retrieve import Retriever
 
@@ -216,12 +217,11 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
         data.vectors.search(v.reshape(1, -1), m)
         search_ms.append((time.perf_counter() - t0) * 1000)
     _, found = data.vectors.search(vectors, k)
-    exact = np.empty((len(vectors), len(data.matrix)), dtype=np.float32)
-    step = 100_000
-    for a in range(0, len(data.matrix), step):
-        exact[:, a : a + step] = vectors @ np.asarray(data.matrix[a : a + step], dtype=np.float32).T
-    tenth = np.partition(exact, -k, axis=1)[:, -k]
-    hits = [(exact[i, f[f >= 0]] >= tenth[i] - 1e-6).sum() / k for i, f in enumerate(found)]
+    tenth = exact_kth(vectors, data.matrix, k)
+    hits = [
+        (np.asarray(data.matrix[np.sort(f[f >= 0])], dtype=np.float32) @ vectors[i] >= tenth[i] - 1e-6).sum() / k
+        for i, f in enumerate(found)
+    ]
     kind = data.manifest.search
     print(f"vector search ({kind}), top {m}: {pct(search_ms)}", flush=True)
     print(
@@ -230,7 +230,7 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
         flush=True,
     )
     if kind.get("kind") != "flat":
-        flat = faiss.IndexFlatIP(data.matrix.shape[1])
+        flat, step = faiss.IndexFlatIP(data.matrix.shape[1]), 100_000
         for a in range(0, len(data.matrix), step):
             flat.add(np.asarray(data.matrix[a : a + step], dtype=np.float32))
         exact_ms = []

@@ -163,12 +163,7 @@ def _calibrate(index: Any, vectors: np.ndarray) -> dict[str, Any]:
     picks = rng.choice(len(vectors), min(CALIBRATION_QUERIES, len(vectors)), replace=False)
     queries = np.ascontiguousarray(vectors[picks])
     k = 10
-    exact = queries @ vectors.T if len(vectors) * len(queries) <= 4e8 else None
-    tenth = np.empty(len(queries), dtype=np.float32)
-    for i in range(len(queries)):
-        scores = exact[i] if exact is not None else vectors @ queries[i]
-        scores = scores[scores < 0.9999]  # itself and exact duplicates
-        tenth[i] = np.partition(scores, -k)[-k] if len(scores) >= k else -np.inf
+    tenth = exact_kth(queries, vectors, k, below=0.9999)  # itself and exact duplicates left out
     recall, nprobe = 0.0, 1
     while True:
         ivf.nprobe = nprobe
@@ -183,3 +178,23 @@ def _calibrate(index: Any, vectors: np.ndarray) -> dict[str, Any]:
         nprobe = min(nprobe * 2, ivf.nlist)
     log.info("vector index: nprobe %d of %d lists, recall@10 %.3f on held-out vectors", nprobe, ivf.nlist, recall)
     return {"nprobe": int(nprobe), "calibration_recall_at_10": round(recall, 4), "calibration_queries": len(queries)}
+
+
+def exact_kth(queries: np.ndarray, vectors: np.ndarray, k: int, below: float = np.inf) -> np.ndarray:
+    """Each query's exact k-th best inner product over ``vectors`` (scores >= ``below`` left out).
+
+    Blocks of rows keep memory small at any corpus size; ``vectors`` may be
+    memory-mapped float16.
+    """
+    best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    for a in range(0, len(vectors), 50_000):
+        scores = queries @ np.asarray(vectors[a : a + 50_000], dtype=np.float32).T
+        scores[scores >= below] = -np.inf
+        keep = min(k, scores.shape[1])
+        top = -np.partition(-scores, keep - 1, axis=1)[:, :keep]
+        best = np.concatenate([best, top], axis=1)
+        if best.shape[1] > k:
+            best = -np.partition(-best, k - 1, axis=1)[:, :k]
+    if best.shape[1] < k:
+        return np.full(len(queries), -np.inf, dtype=np.float32)
+    return best.min(axis=1).astype(np.float32)
