@@ -176,15 +176,6 @@ class SentenceTable(Sequence[Sentence]):
         if not 0 <= i < len(self):
             raise IndexError(f"sentence {i} is out of range")
         d, start, end = int(self._doc[i]), int(self._start[i]), int(self._end[i])
-        pages: tuple[int, ...] = ()
-        boxes: tuple[Box, ...] = ()
-        heading = None
-        at = int(self._extra_at[i])
-        if at >= 0:
-            row = json.loads(bytes(self._extra[at : self._extra.find(b"\n", at)]))
-            pages = tuple(row.get("pages", ()))
-            boxes = tuple(tuple(b) for b in row.get("boxes", ()))  # type: ignore[misc]
-            heading = row.get("heading")
         return Sentence(
             self._documents.ids[d],
             start,
@@ -193,10 +184,16 @@ class SentenceTable(Sequence[Sentence]):
             int(self._pstart[i]),
             int(self._pend[i]),
             bool(self._citable[i]),
-            pages,
-            boxes,
-            heading,
+            *self._located(int(self._extra_at[i])),
         )
+
+    def _located(self, at: int) -> tuple[tuple[int, ...], tuple[Box, ...], str | None]:
+        """(pages, boxes, heading) from the side file, for a sentence that has them (``at`` >= 0)."""
+        if at < 0:
+            return (), (), None
+        row = json.loads(bytes(self._extra[at : self._extra.find(b"\n", at)]))
+        boxes = tuple(tuple(b) for b in row.get("boxes", ()))
+        return tuple(row.get("pages", ())), boxes, row.get("heading")  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str | bytes):
@@ -211,7 +208,18 @@ class SentenceTable(Sequence[Sentence]):
         return range(0) if d is None else range(int(self._first[d]), int(self._first[d + 1]))
 
     def of_document(self, doc_id: str) -> list[Sentence]:
-        return [self[i] for i in self.rows_of(doc_id)]
+        """One document's sentences, read column slice by column slice (a rebuild asks for every document)."""
+        rows = self.rows_of(doc_id)
+        if not rows:
+            return []
+        a, b = rows.start, rows.stop
+        text = self._documents.text(int(self._doc[a]))
+        columns = (self._start, self._end, self._pstart, self._pend, self._citable, self._extra_at)
+        starts, ends, pstarts, pends, citable, extra = (c[a:b].tolist() for c in columns)
+        return [
+            Sentence(doc_id, s, e, text[s:e], ps, pe, c, *self._located(x))
+            for s, e, ps, pe, c, x in zip(starts, ends, pstarts, pends, citable, extra, strict=True)
+        ]
 
     def find(self, doc_id: str, start: int) -> int | None:
         """The row of the sentence of ``doc_id`` that starts at ``start``, or None."""
@@ -336,7 +344,8 @@ def _read_only_map(path: Path) -> bytes | mmap.mmap:
 
 
 def _array(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    # A plain ndarray view of the read-only map: np.memmap's own indexing costs microseconds a call.
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
