@@ -100,7 +100,7 @@ def build(
     )
     if same:
         assert previous is not None and old_rows is not None and previous_search is not None
-        index = faiss.clone_index(previous)
+        index = faiss.deserialize_index(faiss.serialize_index(previous))  # an owned copy: the loaded one is mapped
         added = _remap(index, old_rows)
         if len(added):
             index.add_with_ids(np.ascontiguousarray(vectors[added]), added.astype(np.int64))

@@ -368,7 +368,8 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
         )
         columns = {name: _array(folder / "sentences" / f"{name}.npy") for name in SENTENCE_COLUMNS}
         sentences = SentenceTable(columns, _read_only_map(folder / "sentence_extra.jsonl"), documents)
-        vectors: Any = faiss.read_index(str(folder / "vectors.faiss"))
+        # Memory-mapped, read-only: loads in milliseconds, and processes serving one index share its pages.
+        vectors: Any = faiss.read_index(str(folder / "vectors.faiss"), faiss.IO_FLAG_MMAP_IFC)
         if (folder / "vectors.npy").exists():
             matrix = _array(folder / "vectors.npy")
         else:  # an exact index holds the vectors itself: a read-only view of FAISS's storage
