@@ -183,7 +183,11 @@ def _calibrate(index: Any, vectors: np.ndarray) -> dict[str, Any]:
             break
         nprobe = min(nprobe * 2, ivf.nlist)
     log.info("vector index: nprobe %d of %d lists, recall@10 %.3f on held-out vectors", nprobe, ivf.nlist, recall)
-    return {"calibrated_nprobe": nprobe, "calibration_recall_at_10": round(recall, 4), "calibration_queries": len(queries)}
+    return {
+        "calibrated_nprobe": nprobe,
+        "calibration_recall_at_10": round(recall, 4),
+        "calibration_queries": len(queries),
+    }
 
 
 def exact_kth(queries: np.ndarray, vectors: np.ndarray, k: int, below: float = np.inf) -> np.ndarray:
