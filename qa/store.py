@@ -8,8 +8,8 @@ Layout of an index folder::
       v-<version>/
         manifest.json      Manifest: model, settings, search index, source and file checksums
         documents.json     document columns: id, sha256, encoding, title
-        documents.txt      every document's text, UTF-8, one after the other
-        document_offsets.npy  document row -> byte offset in documents.txt (and the end)
+        documents.utf8      every document's text, UTF-8, one after the other
+        document_offsets.npy  document row -> byte offset in documents.utf8 (and the end)
         sentences/*.npy    sentence columns (row i = sentence id i): doc row, start,
                            end, passage_start, passage_end, citable, extra; and
                            document_first (document row -> its first sentence row)
@@ -104,7 +104,7 @@ class DocumentTable(Mapping[str, StoredDocument]):
     """Document id -> :class:`StoredDocument`, each text read from one memory-mapped file when asked for.
 
     Ids, checksums and titles are small and held in memory; the texts stay on
-    disk (``documents.txt``, UTF-8, ``document_offsets.npy`` byte offsets), so
+    disk (``documents.utf8``, UTF-8, ``document_offsets.npy`` byte offsets), so
     a corpus of any size loads in the time it takes to read its ids.
     """
 
@@ -364,7 +364,7 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
     try:
         doc_columns = json.loads((folder / "documents.json").read_text(encoding="utf-8"))
         documents = DocumentTable(
-            doc_columns, _read_only_map(folder / "documents.txt"), _array(folder / "document_offsets.npy")
+            doc_columns, _read_only_map(folder / "documents.utf8"), _array(folder / "document_offsets.npy")
         )
         columns = {name: _array(folder / "sentences" / f"{name}.npy") for name in SENTENCE_COLUMNS}
         sentences = SentenceTable(columns, _read_only_map(folder / "sentence_extra.jsonl"), documents)
@@ -508,7 +508,8 @@ def centrality_of(vectors: np.ndarray) -> np.ndarray:
 
 def _write_documents(tmp: Path, documents: Sequence[StoredDocument]) -> None:
     offsets = np.zeros(len(documents) + 1, dtype=np.int64)
-    with (tmp / "documents.txt").open("wb") as f:
+    # Not ".txt": an index folder inside its corpus would index its own copy of the texts.
+    with (tmp / "documents.utf8").open("wb") as f:
         for i, d in enumerate(documents):
             offsets[i + 1] = offsets[i] + f.write(d.text.encode("utf-8"))
     np.save(tmp / "document_offsets.npy", offsets, allow_pickle=False)
