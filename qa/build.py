@@ -244,12 +244,14 @@ def _previous(index: Path, model: str, status: Status) -> store.IndexData | stor
         return None
     if manifest.model != model or manifest.encoder.get("export") != get_encoder(model).export_id:
         return None
-    if manifest.format_version == store.FORMAT_VERSION:
-        try:
+    try:
+        if manifest.format_version == store.FORMAT_VERSION:
             # index_status verified every checksum already, unless it found a corrupted file
             return store.load_folder(folder, verify=status.state == "corrupted")
-        except IndexStateError as exc:
-            log.warning("not reusing the previous index's sentences: %s", exc)
+        if manifest.format_version == 2:  # the previous release's: its splits and vectors are reused
+            return store.load_previous_format(folder, manifest)
+    except IndexStateError as exc:
+        log.warning("not reusing the previous index's sentences: %s", exc)
     try:
         return store.load_vectors(folder, manifest)
     except IndexStateError as exc:

@@ -397,6 +397,63 @@ def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
     )  # fmt: skip
 
 
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def load_previous_format(folder: Path, manifest: Manifest) -> IndexData:
+    """A format-2 index, parsed into memory: what the rebuild into this format reuses (splits and vectors).
+
+    Only a build reads it; answering never does (``load_folder`` refuses it).
+    """
+    import faiss
+
+    if manifest.format_version != 2:
+        raise IndexFormatError(f"index in {folder} has format version {manifest.format_version}; not reusable")
+    verify_files(folder, manifest)
+    try:
+        docs = list(_read_jsonl(folder / "documents.jsonl"))
+        texts = [d["text"].encode("utf-8") for d in docs]
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(t) for t in texts])
+        columns = {name: [d[name] for d in docs] for name in ("id", "sha256", "encoding", "title")}
+        documents = DocumentTable(columns, b"".join(texts), offsets)
+        rows = list(_read_jsonl(folder / "sentences.jsonl"))
+        doc = np.array([documents.position(r["doc"]) for r in rows], dtype=np.int32)
+        extra, extra_at = bytearray(), np.full(len(rows), -1, dtype=np.int64)
+        for i, r in enumerate(rows):
+            located = {k: r[k] for k in ("pages", "boxes", "heading") if r.get(k)}
+            if located:
+                extra_at[i] = len(extra)
+                extra += json.dumps(located, ensure_ascii=False).encode("utf-8") + b"\n"
+        offsets_of = ("start", "end", "passage_start", "passage_end")
+        sentence_columns: dict[str, np.ndarray] = {
+            "doc": doc,
+            **{k: np.array([r[k] for r in rows], dtype=np.int64) for k in offsets_of},
+            "citable": np.array([r["citable"] for r in rows], dtype=np.bool_),
+            "extra": extra_at,
+            "document_first": np.searchsorted(doc, np.arange(len(docs) + 1)).astype(np.int64),
+        }
+        if len(doc) and np.any(np.diff(doc) < 0):
+            raise ValueError("sentences are not stored document by document")
+        sentences = SentenceTable(sentence_columns, bytes(extra), documents)
+        flat: Any = faiss.read_index(str(folder / "vectors.faiss"))
+        matrix = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
+        keys = np.array(json.loads((folder / "vector_keys.json").read_text(encoding="utf-8")), dtype="S32")
+        data = IndexData(
+            folder, manifest, documents, sentences, flat, matrix, centrality_of(matrix),
+            np.load(folder / "vector_sentence.npy", allow_pickle=False), keys.reshape(-1),
+            SparseIndex.load(folder / "bm25"), np.load(folder / "sparse_rows.npy", allow_pickle=False),
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
+    if len(matrix) != len(keys) or len(sentences) != manifest.sentences:
+        raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
+    return data
+
+
 def load_vectors(folder: Path, manifest: Manifest) -> StoredVectors:
     """Load just the vectors and their keys, verifying only those files.
 

@@ -163,7 +163,7 @@ def write_format_2(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
-def test_an_index_of_the_previous_format_is_rebuilt_not_misread(make_corpus, tmp_path: Path) -> None:
+def test_an_index_of_the_previous_format_is_rebuilt_not_misread(make_corpus, tmp_path: Path, monkeypatch) -> None:
     corpus, index = make_corpus(CORPUS), tmp_path / "index"
     first = build_index(corpus, index)
     old = current_folder(index)
@@ -173,6 +173,11 @@ def test_an_index_of_the_previous_format_is_rebuilt_not_misread(make_corpus, tmp
         load_folder(old)
     status = index_status(corpus, index)
     assert status.state == "stale" and "format version 2" in status.reason
+
+    def unread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a document was read again: the old index's split was not reused")
+
+    monkeypatch.setattr("qa.build.read_document", unread)
     answer = Engine(index, corpus).answer("Who is the mayor of Karsk?")
     assert "Ida Brun" in answer.sources[0].text
     rebuilt = load_folder(current_folder(index)).manifest  # type: ignore[arg-type]
