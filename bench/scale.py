@@ -142,8 +142,17 @@ def questions(limit: int) -> list[str]:
 
 
 def rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def rss_parts() -> str:
+    """Anonymous memory (this process's own) and file-backed pages (the memory-mapped index, shareable)."""
+    return f"{_status_mb('RssAnon'):.0f} MB anonymous + {_status_mb('RssFile'):.0f} MB file-backed"
+
+
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -180,7 +189,7 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
         f"encoder {model_s:.2f} s",
         flush=True,
     )
-    print(f"RSS: {rss0:.0f} MB at start, {rss_mb():.0f} MB after load", flush=True)
+    print(f"RSS: {rss0:.0f} MB at start, {rss_mb():.0f} MB after load ({rss_parts()})", flush=True)
     engine = Engine(index)
     engine._retriever = retriever  # the one just timed; the engine's own freshness walk is timed below
     engine._current_stamp = engine._stamp()
@@ -205,7 +214,7 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
             engine.answer(q)
             ranked_ms.append((time.perf_counter() - t0) * 1000)
         print(f"answer, shipped ranker + verifier, {n_ranked} questions: {pct(ranked_ms)}", flush=True)
-    print(f"RSS after {len(qs)}+{n_ranked} questions: {rss_mb():.0f} MB", flush=True)
+    print(f"RSS after {len(qs)}+{n_ranked} questions: {rss_mb():.0f} MB ({rss_parts()})", flush=True)
 
     # Dense first stage alone: the index as built against exact search over the same vectors.
     vectors = np.stack([retriever.embed(q) for q in qs[:n_questions]])
