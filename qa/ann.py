@@ -173,7 +173,8 @@ def _calibrate(index: Any, vectors: np.ndarray) -> dict[str, Any]:
     recall, nprobe = 0.0, 1
     while True:
         ivf.nprobe = nprobe
-        _, rows = index.search(queries, k + 8)  # room for the query itself and duplicates
+        # Room for the query itself and its duplicates (a corpus that repeats passages has many)
+        _, rows = index.search(queries, k + 64)
         hits = []
         for q, found, t in zip(queries, rows, tenth, strict=True):
             scores = vectors[found[found >= 0]] @ q
