@@ -280,6 +280,32 @@ def _count_files(
     report["removed"] = sum(gone.values())
 
 
+def _matching_rows(keys: np.ndarray, old_keys: np.ndarray | None) -> np.ndarray:
+    """For each content key, a row of the previous index with that key, or -1.
+
+    A key held by several new rows (a text repeated across documents) gets
+    distinct old rows as long as the old index has as many, so an updated IVF
+    index keeps every vector in place instead of adding copies again.
+    """
+    if old_keys is None or not len(old_keys) or not len(keys):
+        return np.full(len(keys), -1, dtype=np.int64)
+    old_keys = np.asarray(old_keys).reshape(-1)
+    old_order = np.argsort(old_keys, kind="stable")
+    sorted_old = old_keys[old_order]
+    lo = np.searchsorted(sorted_old, keys, side="left")
+    hi = np.searchsorted(sorted_old, keys, side="right")
+    # occurrence: 0 for the first new row with a key, 1 for the second, ...
+    new_order = np.argsort(keys, kind="stable")
+    sorted_new = keys[new_order]
+    starts = np.flatnonzero(np.r_[True, sorted_new[1:] != sorted_new[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    occurrence = np.empty(len(keys), dtype=np.int64)
+    occurrence[new_order] = np.arange(len(keys)) - group_start
+    found = hi > lo
+    pick = np.where(found, lo + np.minimum(occurrence, np.maximum(hi - lo - 1, 0)), 0)
+    return np.where(found, old_order[pick], -1).astype(np.int64)
+
+
 def _build(corpus: Path, index: Path, model: str, status: Status, started: float) -> Manifest:
     old = _previous(index, model, status)
     old_data = old if isinstance(old, store.IndexData) else None
@@ -294,9 +320,6 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         old_sha = {d: sha for d, sha in zip(docs.ids, docs.sha256s, strict=True) if table.rows_of(d)}
         by_sha = {sha: d for d, sha in old_sha.items()}
     old_sources = old.manifest.sources if old is not None else {}
-    old_vectors: dict[bytes, int] = {}
-    if old is not None:
-        old_vectors = dict(zip(np.asarray(old.vector_keys).tolist(), range(len(old.vector_keys)), strict=True))
 
     documents: list[StoredDocument] = []
     sentences: list[Sentence] = []
@@ -353,13 +376,12 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
 
     encoder = get_encoder(model)
     keys = [_key(encoder.export_id, text) for _, text in views]
-    bkeys = [k.encode("ascii") for k in keys]
-    todo = [i for i, k in enumerate(bkeys) if k not in old_vectors]
+    old_rows = _matching_rows(np.array(keys, dtype="S32"), old.vector_keys if old is not None else None)
+    todo = np.flatnonzero(old_rows < 0).tolist()  # embedded now; the rest reuse old_rows
     # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
     dimension = old.manifest.dimension if old is not None and not todo else encoder.dimension
     encoder_info = old.manifest.encoder if old is not None and not todo else encoder.describe()
     vectors = np.zeros((len(views), dimension), dtype=np.float32)
-    old_rows = np.array([old_vectors.get(k, -1) for k in bkeys], dtype=np.int64)  # -1: embedded now
     if old is not None and len(todo) < len(views):
         reused = np.flatnonzero(old_rows >= 0)
         order = np.argsort(old_rows[reused], kind="stable")  # read the memory-mapped rows in file order
