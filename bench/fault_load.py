@@ -85,8 +85,10 @@ def build(corpus: Path, index: Path, env: dict[str, str]) -> str:
 
 
 def sentences_of(index: Path, version: str) -> set[tuple[str, int, int, str]]:
-    rows = (json.loads(line) for line in (index / f"v-{version}" / "sentences.jsonl").open(encoding="utf-8"))
-    return {(r["doc"], r["start"], r["end"], r["text"]) for r in rows}
+    from qa.store import load_folder
+
+    data = load_folder(index / f"v-{version}", verify=False)
+    return {(s.doc, s.start, s.end, s.text) for s in data.sentences}
 
 
 def main() -> int:

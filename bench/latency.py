@@ -51,7 +51,7 @@ def main() -> None:
     retriever = engine.retriever()
     manifest = retriever.data.manifest
     model = SentenceTransformer(model_path(manifest.model), device="cpu", local_files_only=True)
-    matrix = retriever.data.vectors.reconstruct_n(0, retriever.data.vectors.ntotal)
+    matrix = np.asarray(retriever.data.matrix, dtype=np.float32)
     for q in questions:  # warm up both paths
         engine.answer(q)
         model.encode([q], normalize_embeddings=True)

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import store
+from qa import ann, store
 from qa.corpus import SPLITTER, corpus_files, document_title, read_document, split_document
 from qa.embed import default_model, get_encoder
 from qa.sparse import SparseIndex
@@ -63,7 +64,9 @@ _hashes_lock = threading.Lock()
 def file_hash(path: Path) -> str:
     """sha256 of a file's bytes, remembered while its size, mtime and inode stay the same."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    # abspath, not resolve(): resolving every path costs more than hashing a small file (10k-file corpora);
+    # the inode in the key already tells two files apart.
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _hashes_lock:
         known = _hashes.get(key)
     if known is None:
@@ -95,8 +98,13 @@ def index_status(
     *,
     model: str | None = None,
     verify: bool = True,
+    full: bool = False,
 ) -> Status:
-    """Compare the index with the corpus: fresh, stale (and which files), missing or corrupted."""
+    """Compare the index with the corpus: fresh, stale (and which files), missing or corrupted.
+
+    ``verify`` checks the index files' checksums (files over 64 MB by a sampled
+    fingerprint; ``full`` reads their whole sha256).
+    """
     index = Path(index)
     try:
         folder = store.current_folder(index)
@@ -104,7 +112,9 @@ def index_status(
             return Status("missing", f"no index has been built in {index}")
         manifest = store.read_manifest(folder)
         if verify:
-            store.verify_files(folder, manifest)
+            store.verify_files(folder, manifest, full=full)
+    except store.IndexFormatError as exc:  # an earlier release's index: rebuilt, reusing its vectors
+        return Status("stale", str(exc))
     except IndexStateError as exc:
         return Status("corrupted", str(exc))
     model = model or default_model()
@@ -222,22 +232,26 @@ def _previous(index: Path, model: str, status: Status) -> store.IndexData | stor
 
     The whole index when it loads (its checksums were just verified by
     ``index_status`` unless it is corrupted); when some file is corrupted, just
-    its vectors if those files are intact, so a damaged ``sentences.jsonl``
-    does not cost re-embedding the corpus. None when built by another model.
+    its vectors if those files are intact, so a damaged sentence column does
+    not cost re-embedding the corpus; the same for an index of the previous
+    format. None when built by another model.
     """
     try:
         folder = store.current_folder(index)
         if folder is None:
             return None
-        manifest = store.read_manifest(folder)
+        manifest = store.read_manifest(folder, any_format=True)
     except IndexStateError as exc:
         log.warning("not reusing the previous index: %s", exc)
         return None
     if manifest.model != model or manifest.encoder.get("export") != get_encoder(model).export_id:
         return None
     try:
-        # index_status verified every checksum already, unless it found a corrupted file
-        return store.load_folder(folder, verify=status.state == "corrupted")
+        if manifest.format_version == store.FORMAT_VERSION:
+            # index_status verified every checksum already, unless it found a corrupted file
+            return store.load_folder(folder, verify=status.state == "corrupted")
+        if manifest.format_version == 2:  # the previous release's: its splits and vectors are reused
+            return store.load_previous_format(folder, manifest)
     except IndexStateError as exc:
         log.warning("not reusing the previous index's sentences: %s", exc)
     try:
@@ -266,22 +280,46 @@ def _count_files(
     report["removed"] = sum(gone.values())
 
 
+def _matching_rows(keys: np.ndarray, old_keys: np.ndarray | None) -> np.ndarray:
+    """For each content key, a row of the previous index with that key, or -1.
+
+    A key held by several new rows (a text repeated across documents) gets
+    distinct old rows as long as the old index has as many, so an updated IVF
+    index keeps every vector in place instead of adding copies again.
+    """
+    if old_keys is None or not len(old_keys) or not len(keys):
+        return np.full(len(keys), -1, dtype=np.int64)
+    old_keys = np.asarray(old_keys).reshape(-1)
+    old_order = np.argsort(old_keys, kind="stable")
+    sorted_old = old_keys[old_order]
+    lo = np.searchsorted(sorted_old, keys, side="left")
+    hi = np.searchsorted(sorted_old, keys, side="right")
+    # occurrence: 0 for the first new row with a key, 1 for the second, ...
+    new_order = np.argsort(keys, kind="stable")
+    sorted_new = keys[new_order]
+    starts = np.flatnonzero(np.r_[True, sorted_new[1:] != sorted_new[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    occurrence = np.empty(len(keys), dtype=np.int64)
+    occurrence[new_order] = np.arange(len(keys)) - group_start
+    found = hi > lo
+    pick = np.where(found, lo + np.minimum(occurrence, np.maximum(hi - lo - 1, 0)), 0)
+    return np.where(found, old_order[pick], -1).astype(np.int64)
+
+
 def _build(corpus: Path, index: Path, model: str, status: Status, started: float) -> Manifest:
     old = _previous(index, model, status)
     old_data = old if isinstance(old, store.IndexData) else None
     same_split = old_data is not None and old_data.manifest.settings.get("splitter") == SPLITTER
-    old_sentences: dict[str, list[Sentence]] = {}
-    old_documents: dict[str, StoredDocument] = {}
+    old_documents: Mapping[str, StoredDocument] = {}
+    old_sha: dict[str, str] = {}  # old document id -> its file's sha256, for documents with sentences
     by_sha: dict[str, str] = {}  # file sha256 -> an old document id with those bytes (renames)
     if old_data is not None and same_split:
-        for s in old_data.sentences:
-            old_sentences.setdefault(s.doc, []).append(s)
         old_documents = old_data.documents
-        by_sha = {d.sha256: d.id for d in old_documents.values() if d.id in old_sentences}
+        table, docs = old_data.sentences, old_data.documents
+        # Columns, not objects: only the documents reused below become Sentence objects.
+        old_sha = {d: sha for d, sha in zip(docs.ids, docs.sha256s, strict=True) if table.rows_of(d)}
+        by_sha = {sha: d for d, sha in old_sha.items()}
     old_sources = old.manifest.sources if old is not None else {}
-    old_vectors: dict[str, int] = {}
-    if old is not None:
-        old_vectors = {k: i for i, k in enumerate(old.vector_keys)}
 
     documents: list[StoredDocument] = []
     sentences: list[Sentence] = []
@@ -307,13 +345,14 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         # A file we skip is still recorded in ``sources`` so that the index is
         # fresh until it changes (otherwise it would look "added" forever).
         sources[doc_id] = sha
-        same = doc_id in old_sentences and old_documents[doc_id].sha256 == sha
+        same = old_sha.get(doc_id) == sha
         source_id = doc_id if same else by_sha.get(sha)
         if source_id is not None:
             # Unchanged bytes (here or under the old name): reuse the split, not re-read it.
             previous = old_documents[source_id]
             stored = dataclasses.replace(previous, id=doc_id)
-            doc_sentences = old_sentences[source_id]
+            assert old_data is not None  # by_sha and old_sha are empty without it
+            doc_sentences = old_data.sentences.of_document(source_id)
             if source_id != doc_id:
                 doc_sentences = [dataclasses.replace(s, doc=doc_id) for s in doc_sentences]
         else:
@@ -337,15 +376,16 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
 
     encoder = get_encoder(model)
     keys = [_key(encoder.export_id, text) for _, text in views]
-    todo = [i for i, k in enumerate(keys) if k not in old_vectors]
+    old_rows = _matching_rows(np.array(keys, dtype="S32"), old.vector_keys if old is not None else None)
+    todo = np.flatnonzero(old_rows < 0).tolist()  # embedded now; the rest reuse old_rows
     # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
     dimension = old.manifest.dimension if old is not None and not todo else encoder.dimension
     encoder_info = old.manifest.encoder if old is not None and not todo else encoder.describe()
     vectors = np.zeros((len(views), dimension), dtype=np.float32)
     if old is not None and len(todo) < len(views):
-        reused_rows = [i for i, k in enumerate(keys) if k in old_vectors]
-        old_rows = np.array([old_vectors[keys[i]] for i in reused_rows], dtype=np.int64)
-        vectors[reused_rows] = old.vectors.reconstruct_batch(old_rows)
+        reused = np.flatnonzero(old_rows >= 0)
+        order = np.argsort(old_rows[reused], kind="stable")  # read the memory-mapped rows in file order
+        vectors[reused[order]] = np.asarray(old.matrix[old_rows[reused[order]]], dtype=np.float32)
     if todo:
         unique = list(dict.fromkeys(keys[i] for i in todo))  # the same text twice is embedded once
         text_of = {keys[i]: views[i][1] for i in todo}
@@ -365,6 +405,10 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     bm25_started = time.perf_counter()
     sparse = SparseIndex.build([sentences[i].text for i in citable])
     report["bm25_seconds"] = round(time.perf_counter() - bm25_started, 3)
+    previous_search = old_data.vectors if old_data is not None else None
+    search_index, search = ann.build(
+        vectors, previous_search, old_data.manifest.search if old_data is not None else None, old_rows
+    )
     manifest = Manifest(
         format_version=store.FORMAT_VERSION,
         version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
@@ -380,6 +424,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         sentences=len(sentences),
         vectors=len(views),
         build=report,
+        search=search,
     )
     manifest = store.write_folder(
         index,
@@ -391,6 +436,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         keys,
         sparse,
         citable,
+        search=search_index,
         started=started,
     )
     log.info("built %s: %s", index, report)

@@ -7,6 +7,8 @@ The settings below were chosen by measurement (``qa eval``); the README's
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,7 @@ from qa.embed import get_encoder
 from qa.store import IndexData
 from qa.types import Source
 
+WORDS_CACHE = 50_000  # sentences whose ranker words are kept: bounded, whatever the corpus size
 _MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
 
 # What a question asks for, and how a sentence that holds it looks.
@@ -89,30 +92,27 @@ class Retriever:
     """Searches one loaded index. Read-only, so safe to share between threads."""
 
     def __init__(self, data: IndexData, settings: RetrievalSettings | None = None) -> None:
-        import faiss
-
         self.data = data
         self.settings = settings or RetrievalSettings()
         # The exact export that embedded the index (found by id, never re-derived from the installed model).
         self.encoder = get_encoder(data.manifest.model, data.manifest.encoder.get("export"))
-        n, d = data.vectors.ntotal, data.vectors.d
-        # A view of FAISS's own storage: exact scores for BM25-only candidates.
-        self._matrix = faiss.rev_swig_ptr(data.vectors.get_xb(), n * d).reshape(n, d) if n else np.zeros((0, d))
+        n = data.vectors.ntotal
+        # The vectors themselves (memory-mapped or FAISS's own storage): exact scores of every candidate,
+        # whether the approximate index or BM25 found it.
+        self._matrix = data.matrix
         views = len(data.manifest.settings["embedding"]["views"])
         self._views = views
         # vectors are written sentence by sentence, ``views`` rows each
         self._first_row = np.full(len(data.sentences), -1, dtype=np.int64)
         self._first_row[data.vector_sentence[::views]] = np.arange(0, n, views)
         # Generic sentences (headlines, summaries) sit near the centroid of the
-        # corpus and match every vague question; their closeness to it is
-        # subtracted from their score, like IDF for dense vectors.
-        centroid = self._matrix.mean(axis=0) if n else np.zeros(d, dtype=np.float32)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
-        self._centrality = (self._matrix @ centroid).astype(np.float32)
-        self._by_position = {(s.doc, s.start): i for i, s in enumerate(data.sentences)}
+        # corpus and match every vague question; their closeness to it (computed
+        # at build time) is subtracted from their score, like IDF for dense vectors.
+        self._centrality = data.centrality
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
-        self._words: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        self._words: OrderedDict[int, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
+        self._words_lock = threading.Lock()
 
     def embed(self, question: str, *, reuse: bool = False) -> np.ndarray:
         return self.encoder.encode_query(question, reuse=reuse)
@@ -150,7 +150,7 @@ class Retriever:
         ids = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
         first = self._first_row[ids]
         view_rows = first[:, None] + np.arange(self._views)
-        raw = (self._matrix[view_rows] @ query).astype(np.float32)  # (candidates, views)
+        raw = (np.asarray(self._matrix[view_rows], dtype=np.float32) @ query).astype(np.float32)  # (cand., views)
         central = self._centrality[view_rows]
         bm25 = self._lexical_for(ids, lexical) if lexical is not None else np.zeros(len(ids), dtype=np.float32)
         typed = np.zeros(len(ids), dtype=np.float32)
@@ -200,14 +200,13 @@ class Retriever:
 
     def neighbours(self, source: Source) -> list[int]:
         """Sentence ids of a cited sentence and its citable neighbours in the same passage."""
-        i = self._by_position.get((source.doc, source.start))
+        sentences = self.data.sentences
+        i = sentences.find(source.doc, source.start)
         if i is None:
             return []
-        sentences = self.data.sentences
         return [
             j for j in (i - 1, i, i + 1)
-            if 0 <= j < len(sentences) and self._first_row[j] >= 0
-            and sentences[j].doc == source.doc and sentences[j].passage_start == sentences[i].passage_start
+            if 0 <= j < len(sentences) and self._first_row[j] >= 0 and sentences.same_passage(i, j)
         ]  # fmt: skip
 
     def rank_documents(self, question: str, n: int) -> dict[str, float]:
@@ -231,11 +230,17 @@ class Retriever:
         return self.data.sparse.tokenize(text)
 
     def words(self, sentence: int) -> tuple[frozenset[str], frozenset[str]]:
-        """(stemmed words of a sentence, of its passage): ranker features, computed once per sentence."""
-        cached = self._words.get(sentence)
-        if cached is None:
-            s = self.data.sentences[sentence]
-            doc = self.data.documents[s.doc].text
-            cached = (frozenset(self.tokens(s.text)), frozenset(self.tokens(doc[s.passage_start : s.passage_end])))
-            self._words[sentence] = cached  # a dict store is atomic: threads may only compute one twice
+        """(stemmed words of a sentence, of its passage): ranker features, kept for the WORDS_CACHE latest."""
+        with self._words_lock:
+            cached = self._words.get(sentence)
+            if cached is not None:
+                self._words.move_to_end(sentence)
+                return cached
+        s = self.data.sentences[sentence]
+        doc = self.data.documents[s.doc].text
+        cached = (frozenset(self.tokens(s.text)), frozenset(self.tokens(doc[s.passage_start : s.passage_end])))
+        with self._words_lock:  # threads may compute one twice, never corrupt the order
+            self._words[sentence] = cached
+            if len(self._words) > WORDS_CACHE:
+                self._words.popitem(last=False)
         return cached

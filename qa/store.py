@@ -6,14 +6,24 @@ Layout of an index folder::
       CURRENT              name of the live version folder (replaced atomically)
       index.lock           held while a build runs
       v-<version>/
-        manifest.json      Manifest: model, settings, source and file checksums
-        documents.jsonl    one document a line: id, sha256, encoding, title, text
-        sentences.jsonl    one sentence a line (row i = sentence id i), with its
-                           location when it has one: pages, boxes, heading
-        vectors.faiss      IndexFlatIP of unit vectors (several per sentence)
+        manifest.json      Manifest: model, settings, search index, source and file checksums
+        documents.json     document columns: id, sha256, encoding, title
+        documents.utf8      every document's text, UTF-8, one after the other
+        document_offsets.npy  document row -> byte offset in documents.utf8 (and the end)
+        sentences/*.npy    sentence columns (row i = sentence id i): doc row, start,
+                           end, passage_start, passage_end, citable, extra; and
+                           document_first (document row -> its first sentence row)
+        sentence_extra.jsonl  pages, boxes and heading of the sentences that have them
+        vectors.faiss      the index searched first: IndexFlatIP of unit vectors
+                           (several per sentence), or IVF for large corpora (qa.ann)
+        vectors.npy        with IVF only: the vectors themselves (float16), for exact scores
+        centrality.npy     vector row -> cosine with the corpus centroid
         vector_sentence.npy  row -> sentence id (int32)
-        vector_keys.json   row -> content key (model + embedded text), for reuse
+        vector_keys.npy    row -> content key (model + embedded text), for reuse
         bm25/              bm25s arrays (.npy) and vocabulary (JSON)
+
+Everything is read memory-mapped or on demand, never parsed row by row, so
+loading takes the same time for 1,000 sentences or 1,000,000 (README "Scale").
 
 A build writes a ``.tmp-*`` folder, renames it to ``v-<version>`` and then
 replaces ``CURRENT``; a reader either sees the old version or the new one.
@@ -31,27 +41,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from qa.sparse import SparseIndex
-from qa.types import IndexBusyError, IndexStateError, Manifest, Sentence
+from qa.types import Box, IndexBusyError, IndexStateError, Manifest, Sentence
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: sentences carry pages, boxes and heading paths
+# 2: sentences carry pages, boxes and heading paths; 3: columns and memory-mapped arrays, IVF search when large
+FORMAT_VERSION = 3
+SENTENCE_COLUMNS = ("doc", "start", "end", "passage_start", "passage_end", "citable", "extra", "document_first")
+LARGE_FILE = 64 << 20  # bytes: a larger file is checked at load by a sampled fingerprint, not a full sha256
+SAMPLE_BLOCKS = 64
+EXACT_DTYPE = np.float16  # vectors kept beside an approximate index: half the memory (README "Scale")
 CURRENT = "CURRENT"
 LOCK = "index.lock"
 MARKER = ".qa-index"  # in the index root: this folder is an index
@@ -59,6 +76,10 @@ BUILD_MARKER = ".qa-build"  # in a temp folder: a build made it
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{8}")
 _CURRENT_TMP = re.compile(rf"\.{CURRENT}\.\d+\.tmp")
 LOCK_TIMEOUT = 600.0  # seconds; $QA_LOCK_TIMEOUT overrides
+
+
+class IndexFormatError(IndexStateError):
+    """The index was written by an earlier release in another format: rebuild it."""
 
 
 def lock_timeout() -> float:
@@ -79,17 +100,156 @@ class StoredDocument:
     text: str
 
 
+class DocumentTable(Mapping[str, StoredDocument]):
+    """Document id -> :class:`StoredDocument`, each text read from one memory-mapped file when asked for.
+
+    Ids, checksums and titles are small and held in memory; the texts stay on
+    disk (``documents.utf8``, UTF-8, ``document_offsets.npy`` byte offsets), so
+    a corpus of any size loads in the time it takes to read its ids.
+    """
+
+    def __init__(self, columns: dict[str, list[str]], blob: bytes | mmap.mmap, offsets: np.ndarray) -> None:
+        self.ids: list[str] = columns["id"]
+        self.sha256s: list[str] = columns["sha256"]
+        self._encodings, self._titles = columns["encoding"], columns["title"]
+        self._blob, self._offsets = blob, offsets
+        self._position = {d: i for i, d in enumerate(self.ids)}
+        if len(self._position) != len(self.ids) or len(offsets) != len(self.ids) + 1:
+            raise ValueError("document ids, titles and text offsets differ in number")
+        # Sentences and rendering ask for the same few documents again and again.
+        self.text = functools.lru_cache(maxsize=256)(self._text)
+
+    def _text(self, position: int) -> str:
+        return bytes(self._blob[int(self._offsets[position]) : int(self._offsets[position + 1])]).decode("utf-8")
+
+    def position(self, doc_id: str) -> int | None:
+        """The document's row (its sentences' ``doc`` column value), or None."""
+        return self._position.get(doc_id)
+
+    def __getitem__(self, doc_id: str) -> StoredDocument:
+        i = self._position[doc_id]
+        return StoredDocument(doc_id, self.sha256s[i], self._encodings[i], self._titles[i], self.text(i))
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._position
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class SentenceTable(Sequence[Sentence]):
+    """The index's sentences as memory-mapped columns; ``table[i]`` makes the :class:`Sentence` of row i.
+
+    Fixed-width fields are ``.npy`` columns; a sentence's text is its
+    document's text between ``start`` and ``end`` (so ``doc_text[start:end] ==
+    text`` by construction); pages, boxes and heading, which few sentences
+    have, are JSON lines in ``sentence_extra.jsonl`` found by byte offset.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], extra: bytes | mmap.mmap, documents: DocumentTable) -> None:
+        self._doc, self._start, self._end = columns["doc"], columns["start"], columns["end"]
+        self._pstart, self._pend = columns["passage_start"], columns["passage_end"]
+        self._citable, self._extra_at = columns["citable"], columns["extra"]
+        self._first = columns["document_first"]  # document row -> its first sentence row (and the end)
+        self._extra, self._documents = extra, documents
+        n = len(self._doc)
+        if any(len(c) != n for c in (self._start, self._end, self._pstart, self._pend, self._citable, self._extra_at)):
+            raise ValueError("sentence columns differ in length")
+        if len(self._first) != len(documents) + 1 or (n and int(self._first[-1]) != n):
+            raise ValueError("sentence columns and documents differ")
+
+    def __len__(self) -> int:
+        return len(self._doc)
+
+    @overload
+    def __getitem__(self, i: int) -> Sentence: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Sentence]: ...
+    def __getitem__(self, i: int | slice) -> Sentence | list[Sentence]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sentence {i} is out of range")
+        d, start, end = int(self._doc[i]), int(self._start[i]), int(self._end[i])
+        return Sentence(
+            self._documents.ids[d],
+            start,
+            end,
+            self._documents.text(d)[start:end],
+            int(self._pstart[i]),
+            int(self._pend[i]),
+            bool(self._citable[i]),
+            *self._located(int(self._extra_at[i])),
+        )
+
+    def _located(self, at: int) -> tuple[tuple[int, ...], tuple[Box, ...], str | None]:
+        """(pages, boxes, heading) from the side file, for a sentence that has them (``at`` >= 0)."""
+        if at < 0:
+            return (), (), None
+        row = json.loads(bytes(self._extra[at : self._extra.find(b"\n", at)]))
+        boxes = tuple(tuple(b) for b in row.get("boxes", ()))
+        return tuple(row.get("pages", ())), boxes, row.get("heading")  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def rows_of(self, doc_id: str) -> range:
+        """The rows of one document's sentences (they are stored document by document)."""
+        d = self._documents.position(doc_id)
+        return range(0) if d is None else range(int(self._first[d]), int(self._first[d + 1]))
+
+    def of_document(self, doc_id: str) -> list[Sentence]:
+        """One document's sentences, read column slice by column slice (a rebuild asks for every document)."""
+        rows = self.rows_of(doc_id)
+        if not rows:
+            return []
+        a, b = rows.start, rows.stop
+        text = self._documents.text(int(self._doc[a]))
+        columns = (self._start, self._end, self._pstart, self._pend, self._citable, self._extra_at)
+        starts, ends, pstarts, pends, citable, extra = (c[a:b].tolist() for c in columns)
+        return [
+            Sentence(doc_id, s, e, text[s:e], ps, pe, c, *self._located(x))
+            for s, e, ps, pe, c, x in zip(starts, ends, pstarts, pends, citable, extra, strict=True)
+        ]
+
+    def find(self, doc_id: str, start: int) -> int | None:
+        """The row of the sentence of ``doc_id`` that starts at ``start``, or None."""
+        rows = self.rows_of(doc_id)
+        if not rows:
+            return None
+        starts = self._start[rows.start : rows.stop]
+        j = int(np.searchsorted(starts, start))
+        return rows.start + j if j < len(starts) and int(starts[j]) == start else None
+
+    def same_passage(self, i: int, j: int) -> bool:
+        return bool(self._doc[i] == self._doc[j] and self._pstart[i] == self._pstart[j])
+
+    def citable(self) -> np.ndarray:
+        return np.asarray(self._citable)
+
+
 @dataclass(frozen=True)
 class IndexData:
-    """Everything a loaded index holds, read-only once built."""
+    """Everything a loaded index holds, read-only once built (arrays memory-mapped, not writeable)."""
 
     folder: Path
     manifest: Manifest
-    documents: dict[str, StoredDocument]
-    sentences: list[Sentence]
-    vectors: Any  # faiss.IndexFlatIP
+    documents: DocumentTable
+    sentences: SentenceTable
+    vectors: Any  # faiss index searched first: IndexFlatIP (exact) or IVF (approximate, see qa.ann)
+    matrix: np.ndarray  # (vectors, dimension): the vectors themselves, for exact scores of candidates
+    centrality: np.ndarray  # per vector: cosine with the corpus centroid, computed at build
     vector_sentence: np.ndarray
-    vector_keys: list[str]
+    vector_keys: np.ndarray  # row -> content key (32 hex digits as bytes), for reuse
     sparse: SparseIndex
     sparse_rows: np.ndarray  # BM25 row -> sentence id
 
@@ -99,8 +259,8 @@ class StoredVectors:
     """Only the vectors of an index and their content keys: what a build reuses."""
 
     manifest: Manifest
-    vectors: Any  # faiss.IndexFlatIP
-    vector_keys: list[str]
+    matrix: np.ndarray
+    vector_keys: np.ndarray
 
 
 def sha256_file(path: Path) -> str:
@@ -109,6 +269,23 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sample_digest(path: Path) -> str:
+    """A fast fingerprint of a large file: its size and sha256 of 64 spread 64 KiB blocks, head and tail.
+
+    It finds a truncated, extended or overwritten file in milliseconds; a
+    single flipped bit between blocks is only found by the full checksum
+    (``verify_files(..., full=True)``, ``qa index status --full-check``).
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    block = 1 << 16
+    with path.open("rb") as f:
+        for k in range(SAMPLE_BLOCKS + 1):
+            f.seek(max(0, min(size - block, (size - block) * k // SAMPLE_BLOCKS)))
+            digest.update(f.read(block))
+    return f"sample:{digest.hexdigest()}"
 
 
 def current_folder(index: Path) -> Path | None:
@@ -125,7 +302,8 @@ def current_folder(index: Path) -> Path | None:
     return folder
 
 
-def read_manifest(folder: Path) -> Manifest:
+def read_manifest(folder: Path, *, any_format: bool = False) -> Manifest:
+    """The folder's manifest; IndexFormatError when an earlier release wrote it (unless ``any_format``)."""
     path = folder / "manifest.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -134,23 +312,89 @@ def read_manifest(folder: Path) -> Manifest:
         raise IndexStateError(f"{path} is missing") from exc
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise IndexStateError(f"{path} is unreadable or corrupted: {exc}") from exc
-    if manifest.format_version != FORMAT_VERSION:
-        raise IndexStateError(
+    if manifest.format_version != FORMAT_VERSION and not any_format:
+        raise IndexFormatError(
             f"{path} has format version {manifest.format_version}; this program reads {FORMAT_VERSION}"
         )
     return manifest
 
 
-def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Raise IndexStateError naming the first index file whose checksum differs."""
+def verify_files(folder: Path, manifest: Manifest, *, full: bool = False) -> None:
+    """Raise IndexStateError naming the first index file whose checksum differs.
+
+    Files over LARGE_FILE bytes are checked by their sampled fingerprint
+    unless ``full``: sha256 of gigabytes would cost seconds at every load.
+    """
     for name, expected in manifest.files.items():
         path = folder / name
+        sampled = manifest.samples.get(name) if not full else None
         try:
-            actual = sha256_file(path)
+            actual = sample_digest(path) if sampled else sha256_file(path)
         except OSError as exc:
             raise IndexStateError(f"index file {path} is unreadable: {exc.strerror}") from exc
-        if actual != expected:
+        if actual != (sampled or expected):
             raise IndexStateError(f"index file {path} is corrupted (checksum mismatch)")
+
+
+def _read_only_map(path: Path) -> bytes | mmap.mmap:
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""  # mmap refuses an empty file
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _array(path: Path) -> np.ndarray:
+    # A plain ndarray view of the read-only map: np.memmap's own indexing costs microseconds a call.
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+
+
+def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
+    """Load one version folder; IndexStateError when anything is wrong with it.
+
+    Nothing is parsed row by row: columns and vectors are memory-mapped
+    read-only (pages shared between processes), documents read when asked for.
+    """
+    import faiss
+
+    from qa import ann
+
+    manifest = read_manifest(folder)
+    if verify:
+        verify_files(folder, manifest)
+    try:
+        doc_columns = json.loads((folder / "documents.json").read_text(encoding="utf-8"))
+        documents = DocumentTable(
+            doc_columns, _read_only_map(folder / "documents.utf8"), _array(folder / "document_offsets.npy")
+        )
+        columns = {name: _array(folder / "sentences" / f"{name}.npy") for name in SENTENCE_COLUMNS}
+        sentences = SentenceTable(columns, _read_only_map(folder / "sentence_extra.jsonl"), documents)
+        # Memory-mapped, read-only: loads in milliseconds, and processes serving one index share its pages.
+        vectors: Any = faiss.read_index(str(folder / "vectors.faiss"), faiss.IO_FLAG_MMAP_IFC)
+        if (folder / "vectors.npy").exists():
+            matrix = _array(folder / "vectors.npy")
+        else:  # an exact index holds the vectors itself: a read-only view of FAISS's storage
+            n, d = vectors.ntotal, vectors.d
+            matrix = faiss.rev_swig_ptr(vectors.get_xb(), n * d).reshape(n, d) if n else np.zeros((0, d), np.float32)
+            matrix.flags.writeable = False
+        ann.prepare(vectors, manifest.search)
+        centrality = _array(folder / "centrality.npy")
+        vector_sentence = _array(folder / "vector_sentence.npy")
+        vector_keys = _array(folder / "vector_keys.npy")
+        sparse = SparseIndex.load(folder / "bm25")
+        sparse_rows = _array(folder / "sparse_rows.npy")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
+    n = vectors.ntotal
+    if not (
+        n == len(vector_sentence) == len(vector_keys) == len(matrix) == len(centrality)
+        and len(sentences) == manifest.sentences
+        and len(documents) == manifest.documents
+    ):
+        raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
+    return IndexData(
+        folder, manifest, documents, sentences, vectors, matrix, centrality, vector_sentence, vector_keys, sparse,
+        sparse_rows,
+    )  # fmt: skip
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -159,80 +403,109 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def load_folder(folder: Path, *, verify: bool = True) -> IndexData:
-    """Load one version folder; IndexStateError when anything is wrong with it."""
+def load_previous_format(folder: Path, manifest: Manifest) -> IndexData:
+    """A format-2 index, parsed into memory: what the rebuild into this format reuses (splits and vectors).
+
+    Only a build reads it; answering never does (``load_folder`` refuses it).
+    """
     import faiss
 
-    manifest = read_manifest(folder)
-    if verify:
-        verify_files(folder, manifest)
+    if manifest.format_version != 2:
+        raise IndexFormatError(f"index in {folder} has format version {manifest.format_version}; not reusable")
+    verify_files(folder, manifest)
     try:
-        documents = {
-            d["id"]: StoredDocument(d["id"], d["sha256"], d["encoding"], d["title"], d["text"])
-            for d in _read_jsonl(folder / "documents.jsonl")
+        docs = list(_read_jsonl(folder / "documents.jsonl"))
+        texts = [d["text"].encode("utf-8") for d in docs]
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(t) for t in texts])
+        columns = {name: [d[name] for d in docs] for name in ("id", "sha256", "encoding", "title")}
+        documents = DocumentTable(columns, b"".join(texts), offsets)
+        rows = list(_read_jsonl(folder / "sentences.jsonl"))
+        doc = np.array([documents.position(r["doc"]) for r in rows], dtype=np.int32)
+        extra, extra_at = bytearray(), np.full(len(rows), -1, dtype=np.int64)
+        for i, r in enumerate(rows):
+            located = {k: r[k] for k in ("pages", "boxes", "heading") if r.get(k)}
+            if located:
+                extra_at[i] = len(extra)
+                extra += json.dumps(located, ensure_ascii=False).encode("utf-8") + b"\n"
+        offsets_of = ("start", "end", "passage_start", "passage_end")
+        sentence_columns: dict[str, np.ndarray] = {
+            "doc": doc,
+            **{k: np.array([r[k] for r in rows], dtype=np.int64) for k in offsets_of},
+            "citable": np.array([r["citable"] for r in rows], dtype=np.bool_),
+            "extra": extra_at,
+            "document_first": np.searchsorted(doc, np.arange(len(docs) + 1)).astype(np.int64),
         }
-        sentences = [
-            Sentence(
-                r["doc"],
-                r["start"],
-                r["end"],
-                r["text"],
-                r["passage_start"],
-                r["passage_end"],
-                r["citable"],
-                tuple(r.get("pages", ())),
-                tuple(tuple(b) for b in r.get("boxes", ())),
-                r.get("heading"),
-            )
-            for r in _read_jsonl(folder / "sentences.jsonl")
-        ]
-        vectors = faiss.read_index(str(folder / "vectors.faiss"))
-        vector_sentence = np.load(folder / "vector_sentence.npy", allow_pickle=False)
-        vector_keys = json.loads((folder / "vector_keys.json").read_text(encoding="utf-8"))
-        sparse = SparseIndex.load(folder / "bm25")
-        sparse_rows = np.load(folder / "sparse_rows.npy", allow_pickle=False)
+        if len(doc) and np.any(np.diff(doc) < 0):
+            raise ValueError("sentences are not stored document by document")
+        sentences = SentenceTable(sentence_columns, bytes(extra), documents)
+        flat: Any = faiss.read_index(str(folder / "vectors.faiss"))
+        matrix = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
+        keys = np.array(json.loads((folder / "vector_keys.json").read_text(encoding="utf-8")), dtype="S32")
+        data = IndexData(
+            folder, manifest, documents, sentences, flat, matrix, centrality_of(matrix),
+            np.load(folder / "vector_sentence.npy", allow_pickle=False), keys.reshape(-1),
+            SparseIndex.load(folder / "bm25"), np.load(folder / "sparse_rows.npy", allow_pickle=False),
+        )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
         raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
-    if vectors.ntotal != len(vector_sentence) or len(sentences) != manifest.sentences:
+    if len(matrix) != len(keys) or len(sentences) != manifest.sentences:
         raise IndexStateError(f"index in {folder} is inconsistent (counts differ from its manifest)")
-    return IndexData(folder, manifest, documents, sentences, vectors, vector_sentence, vector_keys, sparse, sparse_rows)
+    return data
 
 
 def load_vectors(folder: Path, manifest: Manifest) -> StoredVectors:
-    """Load just the vectors and their keys, verifying only those two files."""
+    """Load just the vectors and their keys, verifying only those files.
+
+    Reads the previous format too (a FAISS IndexFlatIP and ``vector_keys.json``),
+    so an index built by the earlier release is rebuilt without embedding again.
+    """
     import faiss
 
-    names = ("vectors.faiss", "vector_keys.json")
-    verify_files(folder, dataclasses.replace(manifest, files={n: manifest.files.get(n, "") for n in names}))
+    legacy = manifest.format_version < 3
+    wanted = ("vectors.faiss", "vector_keys.json") if legacy else ("vectors.npy", "vectors.faiss", "vector_keys.npy")
+    names = [n for n in wanted if n in manifest.files]
+    verify_files(folder, dataclasses.replace(manifest, files={n: manifest.files[n] for n in names}))
     try:
-        vectors = faiss.read_index(str(folder / "vectors.faiss"))
-        vector_keys = json.loads((folder / "vector_keys.json").read_text(encoding="utf-8"))
+        if legacy:
+            flat = faiss.read_index(str(folder / "vectors.faiss"))
+            matrix = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
+            keys = np.array(json.loads((folder / "vector_keys.json").read_text(encoding="utf-8")), dtype="S32")
+        else:
+            if "vectors.npy" in names:
+                matrix = _array(folder / "vectors.npy")
+            else:
+                flat = faiss.read_index(str(folder / "vectors.faiss"))
+                matrix = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
+            keys = _array(folder / "vector_keys.npy")
     except (OSError, ValueError, RuntimeError) as exc:
         raise IndexStateError(f"index in {folder} is unreadable or corrupted: {exc}") from exc
-    if vectors.ntotal != len(vector_keys):
+    if len(matrix) != len(keys):
         raise IndexStateError(f"index in {folder} is inconsistent (vectors and keys differ in number)")
-    return StoredVectors(manifest, vectors, vector_keys)
+    return StoredVectors(manifest, matrix, keys.reshape(-1))
 
 
 def write_folder(
     index: Path,
     manifest: Manifest,
-    documents: list[StoredDocument],
-    sentences: list[Sentence],
+    documents: Sequence[StoredDocument],
+    sentences: Sequence[Sentence],
     vectors: np.ndarray,
     vector_sentence: np.ndarray,
-    vector_keys: list[str],
+    vector_keys: Sequence[str],
     sparse: SparseIndex,
     sparse_rows: np.ndarray,
     *,
+    search: Any = None,
     started: float | None = None,
 ) -> Manifest:
     """Write a new version folder and make it current, atomically.
 
-    Returns the manifest with the checksums of the files written. With
-    ``started`` (a ``time.perf_counter()`` value), the build report's
-    ``seconds`` is set just before the manifest is written, so it counts the
-    writing of the other files.
+    ``search`` is the FAISS index to search (qa.ann.build); None writes an
+    exact IndexFlatIP of ``vectors``. Returns the manifest with the checksums
+    of the files written. With ``started`` (a ``time.perf_counter()`` value),
+    the build report's ``seconds`` is set just before the manifest is written,
+    so it counts the writing of the other files.
     """
     import faiss
 
@@ -243,34 +516,26 @@ def write_folder(
         raise IndexStateError(f"cannot write the index folder {index}: {exc.strerror or exc}") from exc
     try:
         (tmp / BUILD_MARKER).write_text("made by a qa index build\n", encoding="utf-8")
-        with (tmp / "documents.jsonl").open("w", encoding="utf-8") as f:
-            for d in documents:
-                f.write(json.dumps(d.__dict__, ensure_ascii=False) + "\n")
-        with (tmp / "sentences.jsonl").open("w", encoding="utf-8") as f:
-            for s in sentences:
-                row = {
-                    "doc": s.doc, "start": s.start, "end": s.end, "text": s.text,
-                    "passage_start": s.passage_start, "passage_end": s.passage_end, "citable": s.citable,
-                }  # fmt: skip
-                if s.pages:
-                    row["pages"], row["boxes"] = list(s.pages), [list(b) for b in s.boxes]
-                if s.heading:
-                    row["heading"] = s.heading
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        flat = faiss.IndexFlatIP(manifest.dimension)
-        if len(vectors):
-            flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        faiss.write_index(flat, str(tmp / "vectors.faiss"))
+        _write_documents(tmp, documents)
+        _write_sentences(tmp, documents, sentences)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, manifest.dimension)
+        if search is None:
+            search = faiss.IndexFlatIP(manifest.dimension)
+            if len(vectors):
+                search.add(vectors)
+        else:  # an approximate index keeps codes, not the vectors: those are kept beside it
+            np.save(tmp / "vectors.npy", vectors.astype(EXACT_DTYPE), allow_pickle=False)
+        faiss.write_index(search, str(tmp / "vectors.faiss"))
+        np.save(tmp / "centrality.npy", centrality_of(vectors), allow_pickle=False)
         np.save(tmp / "vector_sentence.npy", vector_sentence.astype(np.int32), allow_pickle=False)
-        (tmp / "vector_keys.json").write_text(json.dumps(vector_keys), encoding="utf-8")
+        np.save(tmp / "vector_keys.npy", np.array(vector_keys, dtype="S32").reshape(-1), allow_pickle=False)
         sparse.save(tmp / "bm25")
         np.save(tmp / "sparse_rows.npy", sparse_rows.astype(np.int32), allow_pickle=False)
-        files = {
-            p.relative_to(tmp).as_posix(): sha256_file(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.name != BUILD_MARKER  # the marker stays: a killed build is found by it
-        }
-        manifest = Manifest(**{**manifest.to_dict(), "files": files})
+        paths = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != BUILD_MARKER]
+        # the marker stays: a killed build is found by it
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in paths}
+        samples = {p.relative_to(tmp).as_posix(): sample_digest(p) for p in paths if p.stat().st_size > LARGE_FILE}
+        manifest = dataclasses.replace(manifest, files=files, samples=samples)
         if started is not None:
             manifest = dataclasses.replace(
                 manifest, build={**manifest.build, "seconds": round(time.perf_counter() - started, 3)}
@@ -287,6 +552,62 @@ def write_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def centrality_of(vectors: np.ndarray) -> np.ndarray:
+    """Each vector's cosine with the corpus centroid (README "Retrieval settings": centrality)."""
+    if not len(vectors):
+        return np.zeros(0, dtype=np.float32)
+    centroid = vectors.mean(axis=0)
+    centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
+    return (vectors @ centroid).astype(np.float32)
+
+
+def _write_documents(tmp: Path, documents: Sequence[StoredDocument]) -> None:
+    offsets = np.zeros(len(documents) + 1, dtype=np.int64)
+    # Not ".txt": an index folder inside its corpus would index its own copy of the texts.
+    with (tmp / "documents.utf8").open("wb") as f:
+        for i, d in enumerate(documents):
+            offsets[i + 1] = offsets[i] + f.write(d.text.encode("utf-8"))
+    np.save(tmp / "document_offsets.npy", offsets, allow_pickle=False)
+    columns = {
+        "id": [d.id for d in documents], "sha256": [d.sha256 for d in documents],
+        "encoding": [d.encoding for d in documents], "title": [d.title for d in documents],
+    }  # fmt: skip
+    (tmp / "documents.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
+
+
+def _write_sentences(tmp: Path, documents: Sequence[StoredDocument], sentences: Sequence[Sentence]) -> None:
+    position = {d.id: i for i, d in enumerate(documents)}
+    n = len(sentences)
+    doc = np.fromiter((position[s.doc] for s in sentences), dtype=np.int32, count=n)
+    if n and np.any(np.diff(doc) < 0):
+        raise ValueError("sentences must be stored document by document, in document order")
+    columns: dict[str, np.ndarray] = {
+        "doc": doc,
+        "start": np.fromiter((s.start for s in sentences), dtype=np.int64, count=n),
+        "end": np.fromiter((s.end for s in sentences), dtype=np.int64, count=n),
+        "passage_start": np.fromiter((s.passage_start for s in sentences), dtype=np.int64, count=n),
+        "passage_end": np.fromiter((s.passage_end for s in sentences), dtype=np.int64, count=n),
+        "citable": np.fromiter((s.citable for s in sentences), dtype=np.bool_, count=n),
+        "document_first": np.searchsorted(doc, np.arange(len(documents) + 1)).astype(np.int64),
+    }
+    extra_at = np.full(n, -1, dtype=np.int64)
+    with (tmp / "sentence_extra.jsonl").open("wb") as f:
+        at = 0
+        for i, s in enumerate(sentences):
+            row: dict[str, Any] = {}
+            if s.pages:
+                row["pages"], row["boxes"] = list(s.pages), [list(b) for b in s.boxes]
+            if s.heading:
+                row["heading"] = s.heading
+            if row:
+                extra_at[i] = at
+                at += f.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+    columns["extra"] = extra_at
+    (tmp / "sentences").mkdir()
+    for name in SENTENCE_COLUMNS:
+        np.save(tmp / "sentences" / f"{name}.npy", columns[name], allow_pickle=False)
 
 
 def prune(index: Path, keep: int = 2) -> None:

@@ -169,6 +169,10 @@ class Manifest:
     # The encoder export that embedded the vectors (runtime, export id, ONNX sha256, max length, pooling):
     # a query is only ever embedded by this one.
     encoder: dict[str, Any] = field(default_factory=dict)
+    # The vector search index (qa.ann): {"kind": "flat"} or IVF with its parameters and how they were chosen.
+    search: dict[str, Any] = field(default_factory=dict)
+    # Index file -> sampled fingerprint, for files too large to sha256 at every load (qa.store.sample_digest).
+    samples: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,15 +185,15 @@ class Manifest:
         known = {k: v for k, v in data.items() if k in _MANIFEST_SCHEMA}
         for name, kind in _MANIFEST_SCHEMA.items():
             if name not in known:
-                if name in ("build", "encoder"):  # older manifests lack them
+                if name in ("build", "encoder", "search", "samples"):  # older manifests lack them
                     continue
                 raise ValueError(f"field {name!r} is missing")
             value = known[name]
             # bool is an int in Python, but never a valid count or version here
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise ValueError(f"field {name!r} is {type(value).__name__}, not {kind.__name__}")
-        for name in ("sources", "files"):
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in known[name].items()):
+        for name in ("sources", "files", "samples"):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in known.get(name, {}).items()):
                 raise ValueError(f"field {name!r} must map names to checksum strings")
         build = known.get("build", {})
         skipped = build.get("skipped", [])
@@ -205,5 +209,5 @@ class Manifest:
 _MANIFEST_SCHEMA: dict[str, type] = {
     "format_version": int, "version": str, "built_at": str, "model": str, "dimension": int, "corpus": str,
     "settings": dict, "sources": dict, "files": dict, "documents": int, "sentences": int, "vectors": int,
-    "build": dict, "encoder": dict,
+    "build": dict, "encoder": dict, "search": dict, "samples": dict,
 }  # fmt: skip

@@ -310,7 +310,7 @@ def test_a_version_that_fails_to_load_is_not_waited_for_again(make_corpus, tmp_p
     engine.answer(PROBE)
     (corpus / "cars.txt").write_text("Toyota sold eleven million cars.", encoding="utf-8")
     second = build_index(corpus, index)
-    (current_folder(index) / "sentences.jsonl").write_text("garbage", encoding="utf-8")
+    (current_folder(index) / "sentences" / "start.npy").write_text("garbage", encoding="utf-8")
     result = engine.answer(PROBE)  # the new version cannot load: answered from the one that works
     assert result.index_version == first.version != second.version
     assert engine.answer(PROBE).index_version == first.version
