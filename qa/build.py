@@ -21,6 +21,7 @@ import numpy as np
 from qa import ann, store
 from qa.corpus import SPLITTER, corpus_files, document_title, read_document, split_document
 from qa.embed import default_model, get_encoder
+from qa.progress import eta
 from qa.sparse import SparseIndex
 from qa.store import StoredDocument
 from qa.types import CorpusError, IndexStateError, Manifest, QAError, Sentence
@@ -333,7 +334,8 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     progress_at = time.monotonic() + 2.0
     for n, (doc_id, path) in enumerate(files, 1):
         if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
-            log.info("reading %d/%d files: %s", n, len(files), doc_id)
+            left = eta(split_started, n - 1, len(files))
+            log.info("reading %d/%d files: %s%s", n, len(files), doc_id, f" ({left})" if left else "")
             progress_at = time.monotonic() + 2.0
         try:
             sha = file_hash(path)  # index_status just hashed it: usually remembered

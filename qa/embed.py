@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qa.progress import eta
 from qa.types import QAError
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,8 @@ class OnnxEncoder:
         lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")
         done, step = 0, max(1, len(texts) // 20)
+        # Texts run shortest first, so the time left goes by tokens, not texts.
+        total_tokens, done_tokens, started = float(sum(lengths)), 0.0, time.perf_counter()
         i = 0
         while i < len(order):
             j = i + 1
@@ -146,9 +150,11 @@ class OnnxEncoder:
                 j += 1
             rows = order[i:j]
             out[rows] = self._run([texts[r] for r in rows], session)
+            done_tokens += sum(lengths[r] for r in rows)
             if progress and (i + len(rows)) // step > done:
                 done = (i + len(rows)) // step
-                log.info("embedded %d of %d texts", i + len(rows), len(texts))
+                left = eta(started, done_tokens, total_tokens)
+                log.info("embedded %d of %d texts%s", i + len(rows), len(texts), f", {left}" if left else "")
             i = j
         return out
 

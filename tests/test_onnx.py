@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from qa import build_index, index_status
 from qa.embed import DEFAULT_MODEL, get_encoder, model_path
 from qa.export import CHECK_TEXTS, export_folder
+from qa.progress import eta
 from qa.store import current_folder, read_manifest
 
 from .conftest import ARTICLE_ID
@@ -175,3 +178,14 @@ def test_a_corpus_with_nothing_citable_builds_an_empty_index(make_corpus, tmp_pa
     assert manifest.documents == 1
     reply = answer("What is on the menu?", index=index)
     assert reply.abstained
+
+
+def test_a_long_embedding_says_how_long_it_has_left(caplog: pytest.LogCaptureFixture) -> None:
+    texts = [f"Sentence number {i} about the alliance's plans for {i % 7} markets." for i in range(120)]
+    with caplog.at_level(logging.INFO, logger="qa.embed"):
+        get_encoder(DEFAULT_MODEL).model.encode(texts, batch_size=8, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedded")]
+    assert lines and "of 120 texts" in lines[0] and any("left" in line for line in lines[:-1])
+    assert eta(time.perf_counter() - 10, 1, 4) == "about 30 s left"
+    assert eta(time.perf_counter() - 60, 1, 3) == "about 2 min 0 s left"
+    assert eta(time.perf_counter() - 10, 0, 4) == "" and eta(time.perf_counter() - 10, 4, 4) == ""
