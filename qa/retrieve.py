@@ -139,10 +139,13 @@ class Retriever:
         m = min(n, (depth + extra) * self._views)
         _, rows = data.vectors.search(query.reshape(1, -1), m)
         candidates = set(data.vector_sentence[rows[0][rows[0] >= 0]].tolist())
-        lexical = data.sparse.scores(tokens) if tokens else None
-        if lexical is not None and lexical.any():
-            top = np.argpartition(-lexical, min(depth + extra, len(lexical) - 1))[: depth + extra]
-            candidates.update(data.sparse_rows[top[lexical[top] > 0]].tolist())
+        # BM25 over the question's words' postings only: (rows, scores), rows ascending
+        lexical = data.sparse.matches(tokens) if tokens else None
+        if lexical is not None and len(lexical[0]):
+            rows_l, scores_l = lexical
+            want = depth + extra
+            top = np.argpartition(-scores_l, want - 1)[:want] if want < len(scores_l) else np.arange(len(scores_l))
+            candidates.update(data.sparse_rows[rows_l[top]].tolist())
         if boost:
             candidates.update(boost)
         if exclude:
@@ -194,9 +197,14 @@ class Retriever:
             Hit(int(c.ids[j]), float(fused[j]), float(c.dense[j]), float(c.context[j]), float(c.bm25[j])) for j in order
         ]
 
-    def _lexical_for(self, ids: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    def _lexical_for(self, ids: np.ndarray, lexical: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """BM25 of sentences ``ids`` from :meth:`SparseIndex.matches`'s (rows, scores); 0 where absent."""
+        rows, scores = lexical
         pos = self._sparse_pos[ids]
-        return np.where(pos >= 0, lexical[np.maximum(pos, 0)], 0.0).astype(np.float32)
+        if len(rows) == 0:
+            return np.zeros(len(ids), dtype=np.float32)
+        at = np.minimum(np.searchsorted(rows, pos), len(rows) - 1)
+        return np.where((pos >= 0) & (rows[at] == pos), scores[at], 0.0).astype(np.float32)
 
     def neighbours(self, source: Source) -> list[int]:
         """Sentence ids of a cited sentence and its citable neighbours in the same passage."""

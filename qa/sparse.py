@@ -119,13 +119,32 @@ class SparseIndex:
         """The question's tokens, split as the index's sentences were."""
         return tokenize(text, self.stopwords)
 
-    def scores(self, tokens: list[str]) -> np.ndarray:
+    def matches(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the sentences that hold any of the tokens, rows ascending, scores > 0.
+
+        Reads only the tokens' postings (a token asked twice counts twice, as in
+        bm25s): its cost follows how many sentences hold the question's words,
+        not the corpus's size, unless they are much of it.
+        """
         columns = len(self._indptr) - 1
         ids = [i for i in (self._vocab.get(t, columns) for t in tokens) if i < columns]
         if not ids:
-            return np.zeros(self.num_docs, dtype=np.float32)
-        spans = [np.arange(self._indptr[i], self._indptr[i + 1]) for i in ids]
-        rows = np.concatenate(spans)
-        return np.bincount(
-            np.asarray(self._indices[rows]), weights=np.asarray(self._data[rows]), minlength=self.num_docs
-        ).astype(np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        postings = np.concatenate([np.arange(self._indptr[i], self._indptr[i + 1]) for i in ids])
+        rows, weights = np.asarray(self._indices[postings]), np.asarray(self._data[postings])
+        if len(rows) * 8 < self.num_docs:
+            found, inverse = np.unique(rows, return_inverse=True)
+            scores = np.bincount(inverse.ravel(), weights=weights)
+        else:  # much of the corpus: one dense pass is cheaper than sorting
+            dense = np.bincount(rows, weights=weights, minlength=self.num_docs)
+            found = np.flatnonzero(dense)
+            scores = dense[found]
+        keep = scores > 0
+        return found[keep].astype(np.int64), scores[keep].astype(np.float32)
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """Every sentence's BM25 score (0 for those without the tokens), row by row."""
+        dense = np.zeros(self.num_docs, dtype=np.float32)
+        rows, scores = self.matches(tokens)
+        dense[rows] = scores
+        return dense

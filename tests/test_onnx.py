@@ -157,6 +157,9 @@ def test_bm25_scores_equal_bm25s(article_index: Path) -> None:
         ]
         expected = theirs.get_scores(known) if known else np.zeros(ours.num_docs)
         assert np.allclose(ours.scores(tokens), expected, atol=1e-5)
+        # the postings-only path answering uses gives the same scores, for the sentences that have any
+        rows, scores = ours.matches(tokens)
+        assert list(rows) == list(np.flatnonzero(expected > 0)) and np.allclose(scores, expected[rows], atol=1e-5)
 
 
 def test_index_names_the_export_used_for_queries(article_index: Path) -> None:
