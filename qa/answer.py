@@ -153,7 +153,8 @@ class Engine:
         with contextlib.suppress(IndexStateError):
             folder = store.current_folder(self.index)
             if folder is not None:
-                built_from = Path(store.read_manifest(folder).corpus)
+                # any format: an index an earlier release built is rebuilt from its own corpus
+                built_from = Path(store.read_manifest(folder, any_format=True).corpus)
                 return built_from if built_from.is_dir() else None
         fallback = Path(os.environ.get("QA_CORPUS", "corpus"))
         return fallback if fallback.is_dir() else None

@@ -185,6 +185,20 @@ def test_an_index_of_the_previous_format_is_rebuilt_not_misread(make_corpus, tmp
     assert rebuilt.build["embedded"] == 0 and rebuilt.build["reused"] == first.vectors  # its vectors were reused
 
 
+def test_an_index_of_the_previous_format_is_rebuilt_from_its_own_corpus(make_corpus, tmp_path: Path) -> None:
+    # Asked with no corpus given (``qa ask --index DIR``), the rebuild reads the corpus the
+    # index was built from, not ./corpus or $QA_CORPUS.
+    corpus, index = make_corpus(CORPUS), tmp_path / "index"
+    build_index(corpus, index)
+    old = current_folder(index)
+    assert old is not None
+    write_format_2(old)
+    answer = Engine(index).answer("Who is the mayor of Karsk?")
+    assert "Ida Brun" in answer.sources[0].text
+    rebuilt = load_folder(current_folder(index)).manifest  # type: ignore[arg-type]
+    assert rebuilt.format_version == FORMAT_VERSION and Path(rebuilt.corpus) == corpus.resolve()
+
+
 def test_the_loaded_index_is_read_only_and_shared_by_threads(make_corpus, tmp_path: Path, ivf) -> None:
     corpus, index = make_corpus(CORPUS), tmp_path / "index"
     build_index(corpus, index)
