@@ -106,3 +106,12 @@ def test_unwritable_index_folder_is_one_sentence(make_corpus, tmp_path: Path) ->
     result = qa("index", "build", "--corpus", str(corpus), "--index", str(not_a_folder))
     assert result.returncode == 2 and "cannot write the index folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_train_and_eval_name_unknown_calibrator_inputs(tmp_path: Path) -> None:
+    squad = tmp_path / "squad.json"
+    squad.write_text("{}", encoding="utf-8")
+    for command in (["train", "--squad", str(squad)], ["eval", "--squad", str(squad)]):
+        result = CliRunner().invoke(main, [*command, "--calibration", "top,confidence"])
+        assert result.exit_code == 2
+        assert "unknown calibrator inputs ['confidence']" in result.output and "verifier_top" in result.output

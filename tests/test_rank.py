@@ -93,3 +93,40 @@ def test_the_verifier_logit_is_a_feature_of_the_final_score(tmp_path: Path) -> N
     assert engine.verifier.calls == 1 and "14,000" in wrong.sources[0].text
     engine.verifier = KeywordVerifier("1723")
     assert "1723" in engine.answer(question).sources[0].text
+
+
+def test_the_verifier_reads_the_first_rankers_best_and_the_file_keeps_its_inputs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from qa.rank import DEFAULT_CALIBRATION_INPUTS, Ranker, add_verification
+
+    shipped = load_ranker()
+    assert shipped.pre_weights is not None and shipped.calibration == DEFAULT_CALIBRATION_INPUTS
+    # a first ranker that prefers long sentences decides which candidates the verifier reads
+    pre = np.zeros(len(FEATURES), dtype=np.float32)
+    pre[FEATURES.index("length")] = 1.0
+    ranker = replace(shipped, pre_weights=pre, pre_bias=0.0, calibration=("top", "verifier_max"),
+                     calibrator=(1.0, 0.5, -1.0))  # fmt: skip
+    x = np.zeros((4, len(FEATURES)), dtype=np.float32)
+    x[:, FEATURES.index("length")] = [1.0, 4.0, 2.0, 3.0]
+    assert list(ranker.verify_order(x)[:2]) == [1, 3]
+    verifier = KeywordVerifier("x")
+
+    class Sent:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    verified = add_verification(x, np.arange(4), "q", [Sent(t) for t in "abcd"], verifier, ranker.verify_order(x)[:2])
+    read = verified[:, FEATURES.index("verified")]
+    assert list(read) == [0.0, 1.0, 0.0, 1.0] and verifier.calls == 1
+    # the cascade and the named calibrator inputs survive the file
+    path = ranker.save(tmp_path / "r.json")
+    again = load_ranker(path)
+    assert np.allclose(again.pre_weights, pre) and again.calibration == ("top", "verifier_max")
+    assert again.confidence(np.array([2.0, 1.0]), verified[:2]) == ranker.confidence(np.array([2.0, 1.0]), verified[:2])
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["calibration_inputs"] = ["top", "mood"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(RankerError, match="mood"):
+        load_ranker(path)
+    assert isinstance(again, Ranker)
