@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.types import Manifest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -253,6 +255,13 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
     print(f"engine status (walks the corpus, stat-based): {time.perf_counter() - t:.2f} s, {status['state']}")
 
 
+def steps(manifest: Manifest) -> str:
+    """Where a build's time went, from its manifest."""
+    b = manifest.build
+    return (f"split {b['split_seconds']} s, BM25 {b['bm25_seconds']} s, "
+            f"vector index {manifest.search.get('seconds', 0)} s")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sentences", type=int, default=100_000, help="target corpus size in sentences")
@@ -305,8 +314,7 @@ def main() -> int:
         )
         print(
             f"build: {full_s:.1f} s with every vector from the content-hash cache ({b['embedded']} embedded, "
-            f"{b['reused']} reused); split {b['split_seconds']} s, BM25 {b['bm25_seconds']} s, "
-            f"vector index {full.search.get('seconds', 0)} s: {full.search}",
+            f"{b['reused']} reused); {steps(full)}: {full.search}",
             flush=True,
         )
         rate = real.build.get("embed_seconds", 0) / max(real.build.get("embedded", 0), 1)
@@ -339,8 +347,7 @@ def main() -> int:
         b = edited.build
         print(
             f"one-sentence-edit rebuild: {edit_s:.2f} s = {100 * edit_s / full_s:.1f}% of the build above "
-            f"({b['embedded']} embedded; split {b['split_seconds']} s, BM25 {b['bm25_seconds']} s, "
-            f"vector index {edited.search.get('seconds', 0)} s, updated={edited.search.get('updated', False)})",
+            f"({b['embedded']} embedded; {steps(edited)}, updated={edited.search.get('updated', False)})",
             flush=True,
         )
         edit.write_text(text, encoding="utf-8")

@@ -4,7 +4,7 @@
 
 Each line: ``{"article", "fold", "question", "sentence", "label", "kind", "context"}``
 (``context``: the document's title and the sentence before it in its passage, as
-``qa.verify.context_of`` gives it to the verifier at answer time).
+``Retriever.context`` gives it to the verifier at answer time).
 ``label`` 1: a sentence holding a whole gold answer span (``kind`` "gold");
 0: one of the retriever's top candidates that does not ("retrieved", the
 first ``--negatives`` of today's ranking) or another sentence of the answer's
@@ -29,7 +29,6 @@ import numpy as np
 from qa.answer import Engine
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, folds_of, prepare
-from qa.verify import context_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 
@@ -49,7 +48,6 @@ def main() -> None:
     engine.ranker = None  # negatives from today's retriever
     retriever = engine.retriever()
     sentences = retriever.data.sentences
-    documents = retriever.data.documents
     gold = GoldMap(sentences)
     fold = folds_of(data, args.folds)
     rows = skipped = 0
@@ -60,7 +58,7 @@ def main() -> None:
             for i in ids:  # type: ignore[attr-defined]
                 row = {"article": article, "fold": fold[article], "question": question,
                        "sentence": sentences[i].text, "label": label, "kind": kind,
-                       "context": context_of(sentences, i, documents[sentences[i].doc].title)}  # fmt: skip
+                       "context": retriever.context(i)}  # fmt: skip
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 rows += 1
 

@@ -34,6 +34,28 @@ INDEX = click.option(
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for tools instead of text.")
 
 
+def _calibration(ctx: click.Context, param: click.Parameter, names: str | None) -> tuple[str, ...] | None:
+    """The calibrator's inputs named on the command line (None: the default), checked against the known ones."""
+    from qa.rank import CALIBRATION_INPUTS
+
+    if names is None:
+        return None
+    chosen = tuple(n.strip() for n in names.split(",") if n.strip())
+    unknown = [n for n in chosen if n not in CALIBRATION_INPUTS]
+    if unknown or not chosen:
+        raise UserError(f"unknown calibrator inputs {unknown}; choose from {', '.join(CALIBRATION_INPUTS)}")
+    return chosen
+
+
+CALIBRATION = click.option(
+    "--calibration",
+    default=None,
+    metavar="NAMES",
+    callback=_calibration,
+    help="Comma-separated calibrator inputs (qa.rank.CALIBRATION_INPUTS); default top,margin,cosine,bm25.",
+)
+
+
 class UserError(click.ClickException):
     exit_code = 2
 
@@ -260,19 +282,13 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
               help="--squad: cross-validation folds (by article).")  # fmt: skip
 @click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
 @click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
-@click.option(
-    "--calibration",
-    "calibration",
-    default=None,
-    metavar="NAMES",
-    help="Comma-separated calibrator inputs (qa.rank.CALIBRATION_INPUTS); default top,margin,cosine,bm25.",
-)
+@CALIBRATION
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
 @INDEX
 @JSON
 def eval_(
     questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
-    calibration: str | None, work: Path | None, index: Path, as_json: bool,
+    calibration: tuple[str, ...] | None, work: Path | None, index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -286,7 +302,7 @@ def eval_(
         raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
     if squad is not None:
         result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier,
-                      calibration=_calibration(calibration))  # fmt: skip
+                      calibration=calibration)  # fmt: skip
         if as_json:
             _echo_json(result)
         else:
@@ -364,16 +380,11 @@ def _print_squad(r: dict[str, Any]) -> None:
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the SQuAD index here between runs.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
 @click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
-@click.option(
-    "--calibration",
-    "calibration",
-    default=None,
-    metavar="NAMES",
-    help="Comma-separated calibrator inputs (qa.rank.CALIBRATION_INPUTS); default top,margin,cosine,bm25.",
-)
+@CALIBRATION
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
-def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None, calibration: str | None,
+def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None,
+           calibration: tuple[str, ...] | None,
            limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
     from qa.train import train
@@ -382,28 +393,15 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     parts = [f"--squad {squad}", f"--folds {folds}"]
     parts += [f"--work {work}"] if work is not None else []
     parts += [f"--verifier '{verifier}'"] if verifier is not None else []
-    parts += [f"--calibration {calibration}"] if calibration else []
+    parts += [f"--calibration {','.join(calibration)}"] if calibration else []
     parts += [f"--limit-articles {limit_articles}"] if limit_articles else []
     parts += [f"--limit-questions {limit_questions}"] if limit_questions else []
     command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
-                        calibration=_calibration(calibration))  # fmt: skip
+                        calibration=calibration)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
-
-
-def _calibration(names: str | None) -> tuple[str, ...]:
-    """The calibrator's inputs named on the command line, checked against the ones this version knows."""
-    from qa.rank import CALIBRATION_INPUTS, DEFAULT_CALIBRATION_INPUTS
-
-    if not names:
-        return DEFAULT_CALIBRATION_INPUTS
-    chosen = tuple(n.strip() for n in names.split(",") if n.strip())
-    unknown = [n for n in chosen if n not in CALIBRATION_INPUTS]
-    if unknown or not chosen:
-        raise UserError(f"unknown calibrator inputs {unknown}; choose from {', '.join(CALIBRATION_INPUTS)}")
-    return chosen
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -379,6 +379,7 @@ def evaluate_squad(
     data, corpus, index = prepare(path, tr._work(work), limit_articles=limit_articles)
     engine = Engine(index, corpus)
     engine.ranker = None
+    inputs = tuple(calibration or tr.DEFAULT_CALIBRATION_INPUTS)  # the calibrator's
     per_article = tr.fold_verifiers(data, verifier)
     if verifier is not None:
         from qa.rank import load_verifier
@@ -409,7 +410,7 @@ def evaluate_squad(
         if not test or not train_ex:
             continue
         inner = {a: f for a, f in fold_of.items() if f != k}
-        ranker, _ = tr.fit_full(train_ex, inner, *([calibration] if calibration else []))
+        ranker, _ = tr.fit_full(train_ex, inner, inputs)
         rankers[k] = ranker
         for s in tr.score_examples(ranker, test, ranker.calibration):
             held.append(s)
@@ -461,7 +462,7 @@ def evaluate_squad(
                 result[name]["chats_right"] = right
     # Latency of the whole answer() with a ranker fit on every fold, warm, one question at a time.
     if rankers and latency_questions:
-        full, _ = tr.fit_full(examples, fold_of, *([calibration] if calibration else []))
+        full, _ = tr.fit_full(examples, fold_of, inputs)
         engine.ranker = full
         sample = [q.question for q in questions[:: max(1, len(questions) // latency_questions)]][:latency_questions]
         engine.answer(sample[0])

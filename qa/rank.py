@@ -201,7 +201,9 @@ def add_verification(
     if len(rows) == 0:
         return x
     chosen = [int(ids[j]) for j in rows]
-    contexts = [context(i) for i in chosen] if context is not None else None
+    # only a verifier trained with context reads it (``reads_context``); the others cost nothing for it
+    reads = context is not None and bool(getattr(verifier, "reads_context", False))
+    contexts = [context(i) for i in chosen] if reads and context is not None else None
     logits = verifier.scores(question, [sentences[i].text for i in chosen], contexts)
     x[rows, v] = np.asarray(logits, dtype=np.float32).reshape(-1)[: len(rows)]
     x[rows, v + 1] = 1.0

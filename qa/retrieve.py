@@ -6,9 +6,8 @@ The settings below were chosen by measurement (``qa eval``); the README's
 
 from __future__ import annotations
 
+import functools
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,8 +110,8 @@ class Retriever:
         self._centrality = data.centrality
         self._sparse_pos = np.full(len(data.sentences), -1, dtype=np.int64)
         self._sparse_pos[data.sparse_rows] = np.arange(len(data.sparse_rows))
-        self._words: OrderedDict[int, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
-        self._words_lock = threading.Lock()
+        # bounded, thread-safe, whatever the corpus size (as DocumentTable.text)
+        self.words = functools.lru_cache(maxsize=WORDS_CACHE)(self._words_of)
 
     def embed(self, question: str, *, reuse: bool = False) -> np.ndarray:
         return self.encoder.encode_query(question, reuse=reuse)
@@ -237,13 +236,11 @@ class Retriever:
     def tokens(self, text: str) -> list[str]:
         return self.data.sparse.tokenize(text)
 
-    def words(self, sentence: int) -> tuple[frozenset[str], frozenset[str]]:
-        """(stemmed words of a sentence, of its passage): ranker features, kept for the WORDS_CACHE latest."""
-        with self._words_lock:
-            cached = self._words.get(sentence)
-            if cached is not None:
-                self._words.move_to_end(sentence)
-                return cached
+    def _words_of(self, sentence: int) -> tuple[frozenset[str], frozenset[str]]:
+        """(stemmed words of a sentence, of its passage): ranker features (``words`` keeps the WORDS_CACHE latest)."""
+        s = self.data.sentences[sentence]
+        doc = self.data.documents[s.doc].text
+        return frozenset(self.tokens(s.text)), frozenset(self.tokens(doc[s.passage_start : s.passage_end]))
         s = self.data.sentences[sentence]
         doc = self.data.documents[s.doc].text
         cached = (frozenset(self.tokens(s.text)), frozenset(self.tokens(doc[s.passage_start : s.passage_end])))

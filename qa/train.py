@@ -187,10 +187,11 @@ def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
     if len(set(labels.tolist())) < 2:
         raise TrainError("calibration needs both right and wrong top answers; give more questions")
     mean, sd = inputs.mean(axis=0), inputs.std(axis=0)
-    sd = np.where(sd < 1e-9, 1.0, sd)
+    constant = sd < 1e-9
+    sd = np.where(constant, 1.0, sd)
     model = LogisticRegression(C=100.0, max_iter=5000)
     model.fit((inputs - mean) / sd, labels)
-    weights = np.where(inputs.std(axis=0) < 1e-9, 0.0, model.coef_[0] / sd)
+    weights = np.where(constant, 0.0, model.coef_[0] / sd)
     return (*(float(v) for v in weights), float(model.intercept_[0] - float(np.dot(weights, mean))))
 
 
@@ -265,7 +266,7 @@ def train(
     limit_questions: int | None = None,
     command: str | None = None,
     verifier: str | os.PathLike[str] | None = None,
-    calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS,
+    calibration: Sequence[str] | None = None,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -277,7 +278,7 @@ def train(
     questions = _questions(data, limit_questions)
     fold_of = folds_of(data, folds)
     examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds)
-    ranker, held = fit_full(examples, fold_of, calibration)
+    ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS)
     meta = {
         "data": Path(squad).name,
         "data_sha256": data.sha256,
