@@ -30,6 +30,10 @@ SPLITTER = {"name": "pysbd", "version": 4, "readers": readers.VERSION}  # bump w
 # 1 MB about 15 minutes): it only ever sees pieces this long, cut at a sentence
 # end, a line break or a space (2,000 characters split in ~10 ms).
 MAX_SPLIT_CHARS = 2000
+# Passages split before, remembered by text (``_passage_pieces``): at most this many,
+# each under CACHED_PASSAGE_CHARS (a typical paragraph is a few hundred).
+PASSAGE_CACHE = 1 << 16
+CACHED_PASSAGE_CHARS = 20_000
 # Per-format file size limits live with the readers (``qa.readers.max_bytes``).
 MAX_FILE_BYTES = readers.MAX_FILE_BYTES
 MAX_PACKED_FILE_BYTES = readers.MAX_PACKED_FILE_BYTES
@@ -290,6 +294,23 @@ def _template_key(text: str) -> tuple[str, ...]:
     return tuple(w.lower() for w in _WORD.findall(text)[:4])
 
 
+def _split_passage(passage: str) -> tuple[tuple[int, int, bool], ...]:
+    """A passage's headings and sentences as ``(start, end, is_prose)``, offsets into the passage."""
+    found: list[tuple[int, int, bool]] = []
+    for b_start, b_end, heading in _blocks(passage, 0, len(passage)):
+        if heading:
+            found.append((*_strip(passage, b_start, b_end), False))
+        else:
+            found.extend((s, e, is_prose(passage[s:e])) for s, e in _sentence_spans(passage, b_start, b_end))
+    return tuple(found)
+
+
+# A passage's split depends on its text alone, so a passage seen before (an
+# edited file's unchanged paragraphs, while watching; a paragraph repeated
+# across documents) is not split again: pysbd is most of a build's splitting time.
+_passage_pieces = lru_cache(maxsize=PASSAGE_CACHE)(_split_passage)
+
+
 def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
     """Split a document into passages and sentences with exact offsets.
 
@@ -305,12 +326,9 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
     passages: list[Passage] = []
     sentences: list[Sentence] = []
     for p_start, p_end in spans:
-        found: list[tuple[int, int, bool]] = []
-        for b_start, b_end, heading in _blocks(text, p_start, p_end):
-            if heading:
-                found.append((*_strip(text, b_start, b_end), False))
-            else:
-                found.extend((s, e, is_prose(text[s:e])) for s, e in _sentence_spans(text, b_start, b_end))
+        passage = text[p_start:p_end]
+        pieces = _passage_pieces(passage) if len(passage) <= CACHED_PASSAGE_CHARS else _split_passage(passage)
+        found = [(p_start + s, p_start + e, ok) for s, e, ok in pieces]
         prose_chars = sum(e - s for s, e, ok in found if ok)
         total_chars = sum(e - s for s, e, _ in found) or 1
         repeated = p_end - p_start < 200 and keys[_template_key(text[p_start:p_end])] >= 3

@@ -71,6 +71,18 @@ def test_markdown_headings_and_lists_stand_alone() -> None:
     assert by_text["Intro sentence is here."] is True
 
 
+def test_a_paragraph_seen_before_is_cited_at_its_new_place() -> None:
+    # Paragraphs are split once and remembered by text: a second document holding
+    # the same paragraph elsewhere still gets exact offsets into its own text.
+    shared = "The plant opened in 1998. It employs 400 people."
+    first = doc(f"Report\n\n{shared}\n")
+    second = doc(f"Another title here\n\nA different opening sentence.\n\n{shared}\n\nClosing words are here.\n")
+    for d in (first, second, first):
+        _, sentences = split_document(d)
+        assert all(d.text[s.start : s.end] == s.text for s in sentences)
+        assert "It employs 400 people." in [s.text for s in sentences if s.citable]
+
+
 awkward = st.text(alphabet=st.sampled_from(list("ab .,!?\n\r\t\xa0“”’'\"()#-*1230:;…é漢\u2028")), max_size=300)
 
 

@@ -264,3 +264,23 @@ def test_pdf_ligatures_are_spelled_out_for_search():
     assert extracted.text == "The ofice has a floor plan."
     assert not any("\ufb00" <= c <= "\ufb06" for c in extracted.text)
     assert extracted.layout is not None and len(extracted.layout.boxes(4, 9)) == 1  # "ofice" keeps its box
+
+
+def test_pdf_footnote_marks_do_not_glue_to_words():
+    # A raised, smaller footnote number ("8" before "MCAS") is searchable apart from
+    # the word; a subscript (the 2 of H2O) is not a footnote mark and stays.
+    raw = make_pdf(
+        [
+            [
+                Text(50, 700, "Trim moves the stabilizer."),
+                Text(50, 660, "8", size=6),
+                Text(53.5, 657, "MCAS is a function of the Speed Trim System."),
+                Text(50, 640, "H"),
+                Text(57.3, 637, "2", size=6),
+                Text(60.7, 640, "O is water."),
+            ]
+        ]
+    )
+    extracted = read_bytes("notes.pdf", raw)
+    assert "8 MCAS is a function of the Speed Trim System." in extracted.text
+    assert "H2O is water." in extracted.text

@@ -136,10 +136,27 @@ def _page_lines(textpage, page_no: int, size: tuple[float, float] = (1e4, 1e4)) 
                 close()
         if ch == "\t":
             ch = " "
+        if not ch.isspace() and line.chars and not line.chars[-1].isspace() and _raised_apart(
+            line.chars[-1], line.boxes[-1], ch, box
+        ):
+            line.add(" ", (0.0, 0.0, 0.0, 0.0))  # "8MCAS is" (footnote 8) is read "8 MCAS is"
         for part in unicodedata.normalize("NFKC", ch) if "\ufb00" <= ch <= "\ufb06" else ch:
             line.add(part, box)
     close()
     return [ln for ln in lines if ln.has_box]
+
+
+_MARKS = set("0123456789*\u2020\u2021\u00a7,")  # what a footnote or reference mark is written with
+
+
+def _raised_apart(a: str, a_box: tuple[float, ...], b: str, b_box: tuple[float, ...]) -> bool:
+    """Whether one of two touching characters is a superscript mark (a footnote or reference
+    number) and the other is not: a space keeps the mark from gluing to the word beside it."""
+    (small, s_box), (big, g_box) = sorted(((a, a_box), (b, b_box)), key=lambda c: c[1][3] - c[1][1])
+    small_h, big_h = s_box[3] - s_box[1], g_box[3] - g_box[1]
+    if small_h <= 0 or small not in _MARKS or big in _MARKS or small_h > 0.8 * big_h:
+        return False
+    return s_box[1] - g_box[1] > 0.2 * big_h  # its bottom is raised: a superscript, not a subscript
 
 
 def _key(line: _Line) -> str:
