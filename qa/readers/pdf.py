@@ -136,8 +136,11 @@ def _page_lines(textpage, page_no: int, size: tuple[float, float] = (1e4, 1e4)) 
                 close()
         if ch == "\t":
             ch = " "
-        if not ch.isspace() and line.chars and not line.chars[-1].isspace() and _raised_apart(
-            line.chars[-1], line.boxes[-1], ch, box
+        if (
+            not ch.isspace()
+            and line.chars
+            and not line.chars[-1].isspace()
+            and _raised_apart(line.chars[-1], line.boxes[-1], ch, box)
         ):
             line.add(" ", (0.0, 0.0, 0.0, 0.0))  # "8MCAS is" (footnote 8) is read "8 MCAS is"
         for part in unicodedata.normalize("NFKC", ch) if "\ufb00" <= ch <= "\ufb06" else ch:
