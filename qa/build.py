@@ -64,22 +64,43 @@ _hashes_lock = threading.Lock()
 
 def file_hash(path: Path) -> str:
     """sha256 of a file's bytes, remembered while its size, mtime and inode stay the same."""
+    return _hash_and_stat(path)[0]
+
+
+def _hash_and_stat(path: Path) -> tuple[str, list[int] | None]:
+    """(sha256, [size, mtime_ns, inode]); the stat is None for a file changed in the last seconds."""
     st = path.stat()
     # abspath, not resolve(): resolving every path costs more than hashing a small file (10k-file corpora);
     # the inode in the key already tells two files apart.
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    # A file changed within the last seconds could change again with the same
+    # size and timestamp (coarse clocks): only remember settled files, as git does.
+    settled = time.time() - st.st_mtime > 2
     with _hashes_lock:
         known = _hashes.get(key)
     if known is None:
         known = store.sha256_file(path)
-        # A file changed within the last seconds could change again with the same
-        # size and timestamp (coarse clocks): only remember settled files, as git does.
-        if time.time() - st.st_mtime > 2:
-            with _hashes_lock:
-                if len(_hashes) > 200_000:
-                    _hashes.clear()
-                _hashes[key] = known
-    return known
+        if settled:
+            _remember({key: known})
+    return known, [st.st_size, st.st_mtime_ns, st.st_ino] if settled else None
+
+
+def _remember(hashes: dict[tuple[str, int, int, int], str]) -> None:
+    with _hashes_lock:
+        if len(_hashes) + len(hashes) > 200_000:
+            _hashes.clear()
+        _hashes.update(hashes)
+
+
+def _recall(corpus: Path, manifest: Manifest) -> None:
+    """Remember the hashes the manifest recorded for files whose stat it recorded too (another process's build)."""
+    _remember(
+        {
+            (os.path.abspath(corpus / doc_id), size, mtime, inode): manifest.sources[doc_id]
+            for doc_id, (size, mtime, inode) in manifest.stats.items()
+            if doc_id in manifest.sources
+        }
+    )
 
 
 def scan_sources(corpus: Path) -> dict[str, str]:
@@ -130,6 +151,7 @@ def index_status(
         return Status("stale", f"embedded by encoder {built_by}, configured {export}", manifest=manifest)
     if manifest.settings != settings():
         return Status("stale", "built with other splitter or embedding settings", manifest=manifest)
+    _recall(Path(corpus), manifest)
     current = scan_sources(Path(corpus))
     old = manifest.sources
     added = sorted(set(current) - set(old))
@@ -329,6 +351,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     report["skipped"] = []
     reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
     sources: dict[str, str] = {}
+    stats: dict[str, list[int]] = {}  # document id -> [size, mtime_ns, inode] of settled files
     split_started = time.perf_counter()
     files = corpus_files(corpus)
     progress_at = time.monotonic() + 2.0
@@ -338,7 +361,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
             log.info("reading %d/%d files: %s%s", n, len(files), doc_id, f" ({left})" if left else "")
             progress_at = time.monotonic() + 2.0
         try:
-            sha = file_hash(path)  # index_status just hashed it: usually remembered
+            sha, stat = _hash_and_stat(path)  # index_status just hashed it: usually remembered
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
             report["skipped"].append(doc_id)
@@ -347,6 +370,8 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         # A file we skip is still recorded in ``sources`` so that the index is
         # fresh until it changes (otherwise it would look "added" forever).
         sources[doc_id] = sha
+        if stat is not None:
+            stats[doc_id] = stat
         same = old_sha.get(doc_id) == sha
         source_id = doc_id if same else by_sha.get(sha)
         if source_id is not None:
@@ -421,6 +446,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         corpus=str(corpus.resolve()),
         settings=settings(),
         sources=sources,
+        stats=stats,
         files={},
         documents=len(documents),
         sentences=len(sentences),

@@ -173,6 +173,9 @@ class Manifest:
     search: dict[str, Any] = field(default_factory=dict)
     # Index file -> sampled fingerprint, for files too large to sha256 at every load (qa.store.sample_digest).
     samples: dict[str, str] = field(default_factory=dict)
+    # Document id -> [size, mtime_ns, inode] of the file whose sha256 ``sources`` holds, for files
+    # settled when hashed: a new process finds them unchanged by stat, without reading them.
+    stats: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,7 +188,7 @@ class Manifest:
         known = {k: v for k, v in data.items() if k in _MANIFEST_SCHEMA}
         for name, kind in _MANIFEST_SCHEMA.items():
             if name not in known:
-                if name in ("build", "encoder", "search", "samples"):  # older manifests lack them
+                if name in ("build", "encoder", "search", "samples", "stats"):  # older manifests lack them
                     continue
                 raise ValueError(f"field {name!r} is missing")
             value = known[name]
@@ -195,6 +198,12 @@ class Manifest:
         for name in ("sources", "files", "samples"):
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in known.get(name, {}).items()):
                 raise ValueError(f"field {name!r} must map names to checksum strings")
+        stats = known.get("stats", {})
+        if not all(
+            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v) and d in known["sources"]
+            for d, v in stats.items()
+        ):
+            raise ValueError("field 'stats' must map the sources' ids to [size, mtime_ns, inode]")
         build = known.get("build", {})
         skipped = build.get("skipped", [])
         reasons = build.get("skipped_reasons", {})
@@ -209,5 +218,5 @@ class Manifest:
 _MANIFEST_SCHEMA: dict[str, type] = {
     "format_version": int, "version": str, "built_at": str, "model": str, "dimension": int, "corpus": str,
     "settings": dict, "sources": dict, "files": dict, "documents": int, "sentences": int, "vectors": int,
-    "build": dict, "encoder": dict, "search": dict, "samples": dict,
+    "build": dict, "encoder": dict, "search": dict, "samples": dict, "stats": dict,
 }  # fmt: skip

@@ -393,3 +393,25 @@ def test_cli_build_prints_the_full_report(make_corpus, tmp_path: Path) -> None:
     } <= set(report)
     again = CliRunner().invoke(main, ["index", "build", "--corpus", str(corpus), "--index", index])
     assert again.exit_code == 0 and "nothing to do: 3 files unchanged" in again.output
+
+
+def test_a_new_process_finds_unchanged_files_by_stat_and_edits_by_content(
+    make_corpus, tmp_path: Path, monkeypatch
+) -> None:
+    import qa.build
+    import qa.store
+
+    corpus, index = make_corpus(NEWS), tmp_path / "index"
+    settled = time.time() - 60
+    for path in corpus.rglob("*.*"):
+        os.utime(path, (settled, settled))
+    build_index(corpus, index)
+    read: list[str] = []
+    real_sha = qa.store.sha256_file
+    monkeypatch.setattr(qa.store, "sha256_file", lambda p: read.append(Path(p).name) or real_sha(p))
+    monkeypatch.setattr(qa.build, "_hashes", {})  # what a new process knows
+    assert index_status(corpus, index, verify=False).fresh
+    assert read == []  # 10k unchanged files cost a stat each, not a read
+    (corpus / "space.txt").write_text(NEWS["space.txt"].replace("July", "June"))
+    status = index_status(corpus, index, verify=False)
+    assert status.changed == ["space.txt"] and read == ["space.txt"]
