@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from qa import ann, store
-from qa.corpus import SPLITTER, corpus_files, document_title, read_document, split_document
+from qa.corpus import SPLITTER, corpus_files, corpus_paths, document_title, read_document, split_document
 from qa.embed import default_model, get_encoder
 from qa.progress import eta
 from qa.sparse import SparseIndex
@@ -62,14 +62,14 @@ _hashes: dict[tuple[str, int, int, int], str] = {}
 _hashes_lock = threading.Lock()
 
 
-def file_hash(path: Path) -> str:
+def file_hash(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's bytes, remembered while its size, mtime and inode stay the same."""
     return _hash_and_stat(path)[0]
 
 
-def _hash_and_stat(path: Path) -> tuple[str, list[int] | None]:
+def _hash_and_stat(path: str | os.PathLike[str]) -> tuple[str, list[int] | None]:
     """(sha256, [size, mtime_ns, inode]); the stat is None for a file changed in the last seconds."""
-    st = path.stat()
+    st = os.stat(path)
     # abspath, not resolve(): resolving every path costs more than hashing a small file (10k-file corpora);
     # the inode in the key already tells two files apart.
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
@@ -106,7 +106,7 @@ def _recall(corpus: Path, manifest: Manifest) -> None:
 def scan_sources(corpus: Path) -> dict[str, str]:
     """Document id -> sha256 of the file's bytes, for every corpus file we can read."""
     sources = {}
-    for doc_id, path in corpus_files(corpus):
+    for doc_id, path in corpus_paths(corpus):
         try:
             sources[doc_id] = file_hash(path)
         except OSError as exc:
