@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import itertools
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from qa import ann, store
 from qa.corpus import SPLITTER, corpus_files, corpus_paths, document_title, read_document, split_document
 from qa.embed import default_model, get_encoder
 from qa.progress import eta
-from qa.sparse import SparseIndex
+from qa.sparse import SparseIndex, abbreviations, expand_abbreviations
 from qa.store import StoredDocument
 from qa.types import CorpusError, IndexStateError, Manifest, QAError, Sentence
 
@@ -37,8 +38,23 @@ log = logging.getLogger(__name__)
 EMBEDDING: dict[str, Any] = {"views": ["sentence", "window"], "before": 1, "after": 0, "title": True}
 
 
+# What BM25 reads beside each sentence: bump when it changes, so indexes rebuild their BM25.
+LEXICAL = {"abbreviations": 1}
+
+
 def settings() -> dict[str, Any]:
-    return {"splitter": SPLITTER, "embedding": EMBEDDING}
+    return {"splitter": SPLITTER, "embedding": EMBEDDING, "lexical": LEXICAL}
+
+
+def bm25_texts(sentences: list[Sentence]) -> list[str]:
+    """What BM25 indexes for each citable sentence, in order: its text, plus the long form of each
+    abbreviation its document defines ("limited English proficiency (LEP)") that it uses unspelled."""
+    out: list[str] = []
+    for _, group in itertools.groupby(sentences, key=lambda s: s.doc):
+        doc_sentences = list(group)
+        defined = abbreviations([s.text for s in doc_sentences])
+        out.extend(expand_abbreviations([s.text for s in doc_sentences if s.citable], defined))
+    return out
 
 
 @dataclass(frozen=True)
@@ -430,7 +446,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
 
     citable = np.array([i for i, s in enumerate(sentences) if s.citable], dtype=np.int32)
     bm25_started = time.perf_counter()
-    sparse = SparseIndex.build([sentences[i].text for i in citable])
+    sparse = SparseIndex.build(bm25_texts(sentences))
     report["bm25_seconds"] = round(time.perf_counter() - bm25_started, 3)
     previous_search = old_data.vectors if old_data is not None else None
     search_index, search = ann.build(

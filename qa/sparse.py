@@ -148,3 +148,66 @@ class SparseIndex:
         rows, scores = self.matches(tokens)
         dense[rows] = scores
         return dense
+
+
+# --- abbreviations -----------------------------------------------------------------
+# A definition "long form (SF)" or 'long form ("SF")': SF is 2-10 characters, starts with a
+# letter and has at least two capitals (so "(see)", "(i)" and "(1998)" are not definitions).
+_DEFINITION = re.compile(r"\(\s*[\"'“‘]?([A-Za-z][A-Za-z0-9&-]{1,9})[\"'”’]?\s*\)")
+
+
+def _long_form(short: str, before: str) -> str | None:
+    """The words of ``before`` that ``short`` abbreviates (Schwartz and Hearst, 2003), or None.
+
+    Each of the short form's letters and digits, from its last, is found in
+    ``before`` right to left, its first one at the start of a word.
+    """
+    s, i = len(short) - 1, len(before) - 1
+    while s >= 0:
+        c = short[s].lower()
+        if not c.isalnum():
+            s -= 1
+            continue
+        while i >= 0 and (before[i].lower() != c or (s == 0 and i > 0 and before[i - 1].isalnum())):
+            i -= 1
+        if i < 0:
+            return None
+        i, s = i - 1, s - 1
+    start = before.rfind(" ", 0, i + 1) + 1
+    found = before[start:].strip()
+    # the long form must be longer than the short one and not run over most of the sentence
+    return found if len(found) > len(short) and len(found.split()) <= min(len(short) + 5, 2 * len(short)) else None
+
+
+def abbreviations(texts: list[str]) -> dict[str, str]:
+    """Short form -> long form for every abbreviation these texts (one document's sentences) define."""
+    found: dict[str, str] = {}
+    for text in texts:
+        if "(" not in text:
+            continue
+        for m in _DEFINITION.finditer(text):
+            short = m.group(1)
+            if sum(c.isupper() for c in short) < 2 or short in found:
+                continue
+            words = text[: m.start()].split()[-min(len(short) + 5, 2 * len(short)) :]
+            long = _long_form(short, " ".join(words).strip(" \"'“”‘’,;:"))
+            if long:
+                found[short] = long
+    return found
+
+
+def expand_abbreviations(texts: list[str], defined: dict[str, str]) -> list[str]:
+    """``texts`` with the long form of each abbreviation a text uses but does not spell out appended.
+
+    For BM25 only ("The LEP individual may not use family members" also
+    matches a question about "limited English proficiency"); the cited text is unchanged.
+    """
+    if not defined:
+        return texts
+    pattern = re.compile(r"\b(" + "|".join(re.escape(s) for s in sorted(defined, key=len, reverse=True)) + r")\b")
+    out = []
+    for text in texts:
+        shorts = dict.fromkeys(m.group(1) for m in pattern.finditer(text))
+        extra = [defined[s] for s in shorts if defined[s].lower() not in text.lower()]
+        out.append(" ".join([text, *extra]) if extra else text)
+    return out
