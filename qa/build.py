@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import itertools
+import logging
 import os
 import threading
 import time

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa import build_index
-from qa.store import current_folder, load_folder
 from qa.sparse import abbreviations, expand_abbreviations
+from qa.store import current_folder, load_folder
 
 HANDBOOK = (
     "Interpreters at the meeting of creditors\n\n"
