@@ -332,7 +332,7 @@ def main() -> int:
         cli = [sys.executable, "-m", "qa.cli", "index", "build", "--corpus", str(corpus), "--index", str(index)]
         subprocess.run(cli, check=True, capture_output=True)
         print(
-            f"no-op `qa index build` in a new process (every corpus file hashed again): "
+            f"no-op `qa index build` in a new process (unchanged files found by the stat the manifest records): "
             f"{time.perf_counter() - t:.2f} s",
             flush=True,
         )
