@@ -108,8 +108,14 @@ def _remember(hashes: dict[tuple[str, int, int, int], str]) -> None:
         _hashes.update(hashes)
 
 
+_recalled: set[tuple[str, str]] = set()  # (corpus, manifest version) pairs already remembered
+
+
 def _recall(corpus: Path, manifest: Manifest) -> None:
     """Remember the hashes the manifest recorded for files whose stat it recorded too (another process's build)."""
+    if (str(corpus), manifest.version) in _recalled:
+        return
+    _recalled.add((str(corpus), manifest.version))
     _remember(
         {
             (os.path.abspath(corpus / doc_id), size, mtime, inode): manifest.sources[doc_id]

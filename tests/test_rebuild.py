@@ -410,6 +410,7 @@ def test_a_new_process_finds_unchanged_files_by_stat_and_edits_by_content(
     real_sha = qa.store.sha256_file
     monkeypatch.setattr(qa.store, "sha256_file", lambda p: read.append(Path(p).name) or real_sha(p))
     monkeypatch.setattr(qa.build, "_hashes", {})  # what a new process knows
+    monkeypatch.setattr(qa.build, "_recalled", set())
     assert index_status(corpus, index, verify=False).fresh
     assert read == []  # 10k unchanged files cost a stat each, not a read
     (corpus / "space.txt").write_text(NEWS["space.txt"].replace("July", "June"))
