@@ -59,6 +59,18 @@ def test_single_question_and_batch_give_the_same_vector() -> None:
         assert float(alone @ batch[i]) >= 0.99999
 
 
+def test_a_question_gets_the_same_vector_alone_and_among_concurrent_ones() -> None:
+    # Alone it runs on every core; while others are encoded, on one thread each.
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = get_encoder(DEFAULT_MODEL)
+    question = "Which company did Nissan buy a stake in?"
+    alone = encoder.encode([question])[0]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda _: encoder.encode([question])[0], range(32)))
+    assert all(float(alone @ v) >= 0.99999 for v in together)
+
+
 def test_tokenizer_truncates_at_256_with_dynamic_padding(reference) -> None:
     onnx = get_encoder(DEFAULT_MODEL).model
     long_text = " ".join(["alliance"] * 400)
