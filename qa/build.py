@@ -73,37 +73,39 @@ class Status:
         return self.state == "fresh"
 
 
-# (path, size, mtime_ns, inode) -> sha256: a file whose stat is unchanged is not read again.
-_hashes: dict[tuple[str, int, int, int], str] = {}
+# (path, size, mtime_ns, ctime_ns, inode) -> sha256: a file whose stat is unchanged is not read again.
+# The ctime is in the key, as in git: putting a file's mtime back (cp -p, touch -r) changes it.
+_hashes: dict[tuple[str, int, int, int, int], str] = {}
 _hashes_lock = threading.Lock()
+_HASHES_KEPT = 200_000  # raised to twice the largest recorded corpus (see _recall)
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, remembered while its size, mtime and inode stay the same."""
+    """sha256 of a file's bytes, remembered while its size, mtime, ctime and inode stay the same."""
     return _hash_and_stat(path)[0]
 
 
 def _hash_and_stat(path: str | os.PathLike[str]) -> tuple[str, list[int] | None]:
-    """(sha256, [size, mtime_ns, inode]); the stat is None for a file changed in the last seconds."""
+    """(sha256, [size, mtime_ns, ctime_ns, inode]); the stat is None for a file changed in the last seconds."""
     st = os.stat(path)
     # abspath, not resolve(): resolving every path costs more than hashing a small file (10k-file corpora);
     # the inode in the key already tells two files apart.
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     # A file changed within the last seconds could change again with the same
-    # size and timestamp (coarse clocks): only remember settled files, as git does.
-    settled = time.time() - st.st_mtime > 2
+    # size and timestamps (coarse clocks): only remember settled files, as git does.
+    settled = time.time() - max(st.st_mtime, st.st_ctime) > 2
     with _hashes_lock:
         known = _hashes.get(key)
     if known is None:
         known = store.sha256_file(path)
         if settled:
             _remember({key: known})
-    return known, [st.st_size, st.st_mtime_ns, st.st_ino] if settled else None
+    return known, [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] if settled else None
 
 
-def _remember(hashes: dict[tuple[str, int, int, int], str]) -> None:
+def _remember(hashes: dict[tuple[str, int, int, int, int], str]) -> None:
     with _hashes_lock:
-        if len(_hashes) + len(hashes) > 200_000:
+        if len(_hashes) + len(hashes) > _HASHES_KEPT:
             _hashes.clear()
         _hashes.update(hashes)
 
@@ -113,13 +115,15 @@ _recalled: set[tuple[str, str]] = set()  # (corpus, manifest version) pairs alre
 
 def _recall(corpus: Path, manifest: Manifest) -> None:
     """Remember the hashes the manifest recorded for files whose stat it recorded too (another process's build)."""
+    global _HASHES_KEPT
     if (str(corpus), manifest.version) in _recalled:
         return
     _recalled.add((str(corpus), manifest.version))
+    _HASHES_KEPT = max(_HASHES_KEPT, 2 * len(manifest.stats))  # a corpus bigger than the memo would never fit
     _remember(
         {
-            (os.path.abspath(corpus / doc_id), size, mtime, inode): manifest.sources[doc_id]
-            for doc_id, (size, mtime, inode) in manifest.stats.items()
+            (os.path.abspath(corpus / doc_id), size, mtime, ctime, inode): manifest.sources[doc_id]
+            for doc_id, (size, mtime, ctime, inode) in manifest.stats.items()
             if doc_id in manifest.sources
         }
     )
@@ -373,7 +377,7 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     report["skipped"] = []
     reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
     sources: dict[str, str] = {}
-    stats: dict[str, list[int]] = {}  # document id -> [size, mtime_ns, inode] of settled files
+    stats: dict[str, list[int]] = {}  # document id -> [size, mtime_ns, ctime_ns, inode] of settled files
     split_started = time.perf_counter()
     files = corpus_files(corpus)
     progress_at = time.monotonic() + 2.0

@@ -30,10 +30,10 @@ SPLITTER = {"name": "pysbd", "version": 4, "readers": readers.VERSION}  # bump w
 # 1 MB about 15 minutes): it only ever sees pieces this long, cut at a sentence
 # end, a line break or a space (2,000 characters split in ~10 ms).
 MAX_SPLIT_CHARS = 2000
-# Passages split before, remembered by text (``_passage_pieces``): at most this many,
-# each under CACHED_PASSAGE_CHARS (a typical paragraph is a few hundred).
-PASSAGE_CACHE = 1 << 16
-CACHED_PASSAGE_CHARS = 20_000
+# Passages split before, remembered by text (``_passage_pieces``): at most this many, each
+# under CACHED_PASSAGE_CHARS (a typical paragraph is a few hundred): about 130 MB at worst.
+PASSAGE_CACHE = 1 << 15
+CACHED_PASSAGE_CHARS = 4_000
 # Per-format file size limits live with the readers (``qa.readers.max_bytes``).
 MAX_FILE_BYTES = readers.MAX_FILE_BYTES
 MAX_PACKED_FILE_BYTES = readers.MAX_PACKED_FILE_BYTES
@@ -98,8 +98,9 @@ def corpus_paths(corpus: str | os.PathLike[str]) -> list[tuple[str, str]]:
                 continue
             try:
                 is_dir, is_link = entry.is_dir(), entry.is_symlink()
-            except OSError as exc:
-                _warn_once(entry.path, exc.strerror or str(exc))
+            except OSError as exc:  # a link loop: named only when it looks like a document
+                if name.lower().endswith(SUFFIXES):
+                    _warn_once(entry.path, exc.strerror or str(exc))
                 continue
             if is_dir:
                 if not is_link:  # linked folders are not walked into

@@ -15,6 +15,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +123,28 @@ class OnnxEncoder:
         return self._bulk_session
 
     def _run_query(self, texts: list[str]) -> np.ndarray:
+        with self._busy():
+            with self._in_flight_lock:
+                alone = self._in_flight == 1
+            return self._run(texts, self._solo() if alone else self._query_session)
+
+    @contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Count what runs the model now: a question alone gets every core, else one thread."""
         with self._in_flight_lock:
             self._in_flight += 1
-            alone = self._in_flight == 1
-            if alone and self._solo_session is None:
-                self._solo_session = self._session(threads())
         try:
-            return self._run(texts, self._solo_session if alone else self._query_session)
+            yield
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
+
+    def _solo(self) -> Any:
+        if self._solo_session is None:
+            with self._bulk_lock:
+                if self._solo_session is None:
+                    self._solo_session = self._session(threads())
+        return self._solo_session
 
     def _run(self, texts: list[str], session: Any) -> np.ndarray:
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
@@ -155,6 +169,10 @@ class OnnxEncoder:
         if len(texts) <= 4:
             out[:] = self._run_query(texts)
             return out
+        with self._busy():  # a question asked meanwhile (a watched corpus's rebuild) takes one thread
+            return self._encode_bulk(texts, out, batch_size, progress)
+
+    def _encode_bulk(self, texts: list[str], out: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
         session = self._bulk()
         lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")

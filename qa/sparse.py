@@ -153,6 +153,7 @@ class SparseIndex:
 # --- abbreviations -----------------------------------------------------------------
 # A definition "long form (SF)" or 'long form ("SF")': SF is 2-10 characters, starts with a
 # letter and has at least two capitals (so "(see)", "(i)" and "(1998)" are not definitions).
+_SHORT_WORD = re.compile(r"(?<![\w&-])[A-Za-z][A-Za-z0-9&-]*(?![\w&-])")  # a short form as written in a sentence
 _DEFINITION = re.compile(r"\(\s*[\"'“‘]?([A-Za-z][A-Za-z0-9&-]{1,9})[\"'”’]?\s*\)")
 
 
@@ -204,10 +205,12 @@ def expand_abbreviations(texts: list[str], defined: dict[str, str]) -> list[str]
     """
     if not defined:
         return texts
-    pattern = re.compile(r"\b(" + "|".join(re.escape(s) for s in sorted(defined, key=len, reverse=True)) + r")\b")
     out = []
     for text in texts:
-        shorts = dict.fromkeys(m.group(1) for m in pattern.finditer(text))
+        # a lookup per word, not one pattern of every short form: a glossary defines hundreds
+        words = _SHORT_WORD.findall(text)
+        parts = [p for w in words if "-" in w for p in w.split("-")]  # "STS-based", "COVID-19" itself too
+        shorts = dict.fromkeys(w for w in words + parts if w in defined)
         extra = [defined[s] for s in shorts if defined[s].lower() not in text.lower()]
         out.append(" ".join([text, *extra]) if extra else text)
     return out

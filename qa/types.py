@@ -173,8 +173,8 @@ class Manifest:
     search: dict[str, Any] = field(default_factory=dict)
     # Index file -> sampled fingerprint, for files too large to sha256 at every load (qa.store.sample_digest).
     samples: dict[str, str] = field(default_factory=dict)
-    # Document id -> [size, mtime_ns, inode] of the file whose sha256 ``sources`` holds, for files
-    # settled when hashed: a new process finds them unchanged by stat, without reading them.
+    # Document id -> [size, mtime_ns, ctime_ns, inode] of the file whose sha256 ``sources`` holds, for
+    # files settled when hashed: a new process finds them unchanged by stat, without reading them.
     stats: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,12 +198,13 @@ class Manifest:
         for name in ("sources", "files", "samples"):
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in known.get(name, {}).items()):
                 raise ValueError(f"field {name!r} must map names to checksum strings")
-        stats = known.get("stats", {})
-        if not all(
-            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v) and d in known["sources"]
-            for d, v in stats.items()
-        ):
-            raise ValueError("field 'stats' must map the sources' ids to [size, mtime_ns, inode]")
+        # Recorded stats only save reading a file: entries that are not four integers for a known
+        # source (a damaged field, another release's layout) are dropped, and those files are hashed.
+        known["stats"] = {
+            d: v
+            for d, v in known.get("stats", {}).items()
+            if d in known["sources"] and isinstance(v, list) and len(v) == 4 and all(type(n) is int for n in v)
+        }
         build = known.get("build", {})
         skipped = build.get("skipped", [])
         reasons = build.get("skipped_reasons", {})

@@ -405,14 +405,36 @@ def test_a_new_process_finds_unchanged_files_by_stat_and_edits_by_content(
     settled = time.time() - 60
     for path in corpus.rglob("*.*"):
         os.utime(path, (settled, settled))
+    time.sleep(2.1)  # files changed in the last 2 s (ctime included) are not recorded by stat
     build_index(corpus, index)
     read: list[str] = []
     real_sha = qa.store.sha256_file
     monkeypatch.setattr(qa.store, "sha256_file", lambda p: read.append(Path(p).name) or real_sha(p))
-    monkeypatch.setattr(qa.build, "_hashes", {})  # what a new process knows
-    monkeypatch.setattr(qa.build, "_recalled", set())
+
+    def new_process() -> None:  # what a new process knows
+        monkeypatch.setattr(qa.build, "_hashes", {})
+        monkeypatch.setattr(qa.build, "_recalled", set())
+
+    new_process()
     assert index_status(corpus, index, verify=False).fresh
     assert read == []  # 10k unchanged files cost a stat each, not a read
-    (corpus / "space.txt").write_text(NEWS["space.txt"].replace("July", "June"))
+    # Same size, and the old mtime put back (as cp -p or touch -r do): found by its changed ctime.
+    (corpus / "space.txt").write_text(NEWS["space.txt"].replace("July", "Juno"))
+    os.utime(corpus / "space.txt", (settled, settled))
+    new_process()
     status = index_status(corpus, index, verify=False)
     assert status.changed == ["space.txt"] and read == ["space.txt"]
+
+
+def test_damaged_file_stats_in_the_manifest_only_cost_a_read(make_corpus, tmp_path: Path, monkeypatch) -> None:
+    import qa.build
+
+    corpus, index = make_corpus(NEWS), tmp_path / "index"
+    build_index(corpus, index)
+    path = current_folder(index) / "manifest.json"
+    damage = {"space.txt": [1, 2], "nowhere.txt": [1, 2, 3, 4], "cars.txt": "big"}
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "stats": damage}), encoding="utf-8")
+    monkeypatch.setattr(qa.build, "_hashes", {})
+    monkeypatch.setattr(qa.build, "_recalled", set())
+    assert index_status(corpus, index, verify=False).fresh  # files hashed again; nothing rebuilt
+    assert build_index(corpus, index).build["noop"] is True

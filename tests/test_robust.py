@@ -182,8 +182,6 @@ def test_symlink_out_of_the_corpus_is_warned_about_once(
         {"build": {"skipped": None}},
         {"sentences": "many"},
         {"dimension": True},
-        {"stats": {"space.txt": [1, 2]}},
-        {"stats": {"nowhere.txt": [1, 2, 3]}},
     ],
 )
 def test_manifest_with_wrong_types_is_corrupted_and_rebuilt(damage: dict, make_corpus, tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def _page_lines(textpage, page_no: int, size: tuple[float, float] = (1e4, 1e4)) 
             not ch.isspace()
             and line.chars
             and not line.chars[-1].isspace()
-            and _raised_apart(line.chars[-1], line.boxes[-1], ch, box)
+            and _raised_apart("".join(line.chars[-3:-1]), line.chars[-1], line.boxes[-1], ch, box)
         ):
             line.add(" ", (0.0, 0.0, 0.0, 0.0))  # "8MCAS is" (footnote 8) is read "8 MCAS is"
         for part in unicodedata.normalize("NFKC", ch) if "\ufb00" <= ch <= "\ufb06" else ch:
@@ -152,9 +152,17 @@ def _page_lines(textpage, page_no: int, size: tuple[float, float] = (1e4, 1e4)) 
 _MARKS = set("0123456789*\u2020\u2021\u00a7,")  # what a footnote or reference mark is written with
 
 
-def _raised_apart(a: str, a_box: tuple[float, ...], b: str, b_box: tuple[float, ...]) -> bool:
+def _raised_apart(before: str, a: str, a_box: tuple[float, ...], b: str, b_box: tuple[float, ...]) -> bool:
     """Whether one of two touching characters is a superscript mark (a footnote or reference
-    number) and the other is not: a space keeps the mark from gluing to the word beside it."""
+    number) and the other is not: a space keeps the mark from gluing to the word beside it.
+
+    ``before`` is the text before ``a``. A mark after a word of fewer than three
+    letters is a unit's or a formula's exponent (km², Ca²⁺) and stays.
+    """
+    if a not in _MARKS and b not in _MARKS:
+        return False
+    if b in _MARKS and not (before[-2:] + a).isalpha():
+        return False
     (small, s_box), (big, g_box) = sorted(((a, a_box), (b, b_box)), key=lambda c: c[1][3] - c[1][1])
     small_h, big_h = s_box[3] - s_box[1], g_box[3] - g_box[1]
     if small_h <= 0 or small not in _MARKS or big in _MARKS or small_h > 0.8 * big_h:
