@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
 MAX_K = 20
+SPARE_SOURCES = 4  # first-stage candidates read per source asked for: repeated sentences are skipped
 # A question that arrives after a newer index version is on disk waits this long
 # for it to load (a 41,000-sentence index loads in ~0.6 s) before answering
 # from the old one.
@@ -375,7 +376,7 @@ class Engine:
         )
         ranker = self.ranker
         if ranker is None:
-            order = np.argsort(-fused, kind="stable")[: max(k, 1)]
+            order = np.argsort(-fused, kind="stable")[: max(k, 1) * SPARE_SOURCES]
             ids, scores = c.ids[order], fused[order]
             confidence = max(float(c.dense[order[0]]), float(c.context[order[0]])) if len(order) else 0.0
         else:
@@ -393,7 +394,7 @@ class Engine:
             # The follow-up landed where the previous answer was: the history that
             # resolved it vouches for it, so it is at least as sure as that answer.
             confidence = max(confidence, inherited)
-        return self._compose(retriever, question, list(ids[:k]), list(scores[:k]), k, confidence)
+        return self._compose(retriever, question, list(ids), list(scores), k, confidence)
 
     def threshold(self) -> float:
         """Confidence under which an answer abstains: the ranker's, else the hand-set one."""
@@ -403,9 +404,18 @@ class Engine:
         self, retriever: Retriever, question: str, ids: list[int], scores: list[float], k: int, confidence: float
     ) -> Answer:
         data = retriever.data
-        sources = []
-        for i, score in zip(ids[:k], scores[:k], strict=True):
+        sources: list[Source] = []
+        seen: set[str] = set()
+        for i, score in zip(ids, scores, strict=True):
+            if len(sources) == k:
+                break
             s = data.sentences[int(i)]
+            # A sentence repeated word for word (a handbook that holds its text twice, a
+            # boilerplate line in every report) is one answer: listed once, where it ranks best.
+            said = _collapse(s.text).casefold()
+            if said in seen:
+                continue
+            seen.add(said)
             sources.append(
                 Source(
                     s.doc,

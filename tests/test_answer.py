@@ -62,3 +62,21 @@ def test_bad_history_is_a_clear_error(tmp_path: Path, history: object, message: 
     with pytest.raises(QuestionError, match=message):
         answer("A fine question?", history=history, index=tmp_path / "never-built")  # type: ignore[arg-type]
     assert not (tmp_path / "never-built").exists()
+
+
+def test_a_sentence_repeated_word_for_word_is_listed_once(make_corpus, tmp_path: Path) -> None:
+    from qa import build_index
+    from qa.answer import Engine
+
+    notice = "Visitors must sign in at the front desk. Badges are returned at the exit."
+    corpus = make_corpus(
+        {
+            "handbook.txt": f"Security\n\n{notice} Cameras watch the car park.",
+            "handbook-copy.txt": f"Security again\n\n{notice} Guards patrol at night.",
+        }
+    )
+    build_index(corpus, tmp_path / "index")
+    reply = Engine(tmp_path / "index", corpus).answer("Where must visitors sign in?", k=3)
+    texts = [s.text for s in reply.sources]
+    assert texts[0] == "Visitors must sign in at the front desk."
+    assert len(texts) == 3 and len(set(texts)) == 3
