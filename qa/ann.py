@@ -125,8 +125,7 @@ def build(
         index.train(np.ascontiguousarray(sample))
         index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
         calibrated = _calibrate(index, vectors)
-        nprobe = calibrated["calibrated_nprobe"]
-        search = {**chosen, "nprobe": nprobe, **calibrated, "trained_on": len(sample)}
+        search = {**chosen, "nprobe": calibrated["calibrated_nprobe"], **calibrated, "trained_on": len(sample)}
     if index.ntotal != len(vectors):
         raise IndexStateError(f"the vector index holds {index.ntotal} vectors, not {len(vectors)}")
     faiss.extract_index_ivf(index).nprobe = int(search["nprobe"])

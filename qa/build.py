@@ -123,8 +123,7 @@ def _recall(corpus: Path, manifest: Manifest) -> None:
     _remember(
         {
             (os.path.abspath(corpus / doc_id), size, mtime, ctime, inode): manifest.sources[doc_id]
-            for doc_id, (size, mtime, ctime, inode) in manifest.stats.items()
-            if doc_id in manifest.sources
+            for doc_id, (size, mtime, ctime, inode) in manifest.stats.items()  # only sources' (Manifest.from_dict)
         }
     )
 

@@ -356,9 +356,9 @@ def split_document(doc: Document) -> tuple[list[Passage], list[Sentence]]:
         found = [(p_start + s, p_start + e, ok) for s, e, ok in pieces]
         prose_chars = sum(e - s for s, e, ok in found if ok)
         total_chars = sum(e - s for s, e, _ in found) or 1
-        repeated = p_end - p_start < 200 and keys[_template_key(text[p_start:p_end])] >= 3
+        repeated = len(passage) < 200 and keys[_template_key(passage)] >= 3
         prose = prose_chars >= 0.75 * total_chars and not repeated
-        passages.append(Passage(doc.id, p_start, p_end, text[p_start:p_end], prose))
+        passages.append(Passage(doc.id, p_start, p_end, passage, prose))
         for s, e, _ in found:
             sentence_text = text[s:e]
             citable = prose and len(_WORD.findall(sentence_text)) >= 2

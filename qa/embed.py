@@ -123,18 +123,18 @@ class OnnxEncoder:
         return self._bulk_session
 
     def _run_query(self, texts: list[str]) -> np.ndarray:
-        with self._busy():
-            with self._in_flight_lock:
-                alone = self._in_flight == 1
+        with self._busy() as alone:
             return self._run(texts, self._solo() if alone else self._query_session)
 
     @contextmanager
-    def _busy(self) -> Iterator[None]:
-        """Count what runs the model now: a question alone gets every core, else one thread."""
+    def _busy(self) -> Iterator[bool]:
+        """Count what runs the model now; yields whether this is the only one (a question alone gets
+        every core, else one thread)."""
         with self._in_flight_lock:
             self._in_flight += 1
+            alone = self._in_flight == 1
         try:
-            yield
+            yield alone
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1

@@ -157,6 +157,11 @@ _SHORT_WORD = re.compile(r"(?<![\w&-])[A-Za-z][A-Za-z0-9&-]*(?![\w&-])")  # a sh
 _DEFINITION = re.compile(r"\(\s*[\"'“‘]?([A-Za-z][A-Za-z0-9&-]{1,9})[\"'”’]?\s*\)")
 
 
+def _long_form_words(short: str) -> int:
+    """The most words a long form of ``short`` may have (Schwartz and Hearst's limit)."""
+    return min(len(short) + 5, 2 * len(short))
+
+
 def _long_form(short: str, before: str) -> str | None:
     """The words of ``before`` that ``short`` abbreviates (Schwartz and Hearst, 2003), or None.
 
@@ -177,7 +182,7 @@ def _long_form(short: str, before: str) -> str | None:
     start = before.rfind(" ", 0, i + 1) + 1
     found = before[start:].strip()
     # the long form must be longer than the short one and not run over most of the sentence
-    return found if len(found) > len(short) and len(found.split()) <= min(len(short) + 5, 2 * len(short)) else None
+    return found if len(found) > len(short) and len(found.split()) <= _long_form_words(short) else None
 
 
 def abbreviations(texts: list[str]) -> dict[str, str]:
@@ -190,7 +195,7 @@ def abbreviations(texts: list[str]) -> dict[str, str]:
             short = m.group(1)
             if sum(c.isupper() for c in short) < 2 or short in found:
                 continue
-            words = text[: m.start()].split()[-min(len(short) + 5, 2 * len(short)) :]
+            words = text[: m.start()].split()[-_long_form_words(short) :]
             long = _long_form(short, " ".join(words).strip(" \"'“”‘’,;:"))
             if long:
                 found[short] = long
