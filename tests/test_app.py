@@ -206,6 +206,20 @@ def test_qa_serve_is_a_plugin_command_that_does_not_load_gradio_until_run() -> N
     assert out.split() == ["True", "False"]
 
 
+def test_the_chat_loads_gradio_without_its_stub_rewrites_and_still_builds_components() -> None:
+    """Gradio re-parses and rewrites its own .pyi stubs on import (half its import time); the chat skips that."""
+    import subprocess
+    import sys
+
+    code = (
+        "from ui.app import _gradio; gr = _gradio(); import gradio.component_meta as m; "
+        "b = gr.Blocks(); b.__enter__(); gr.Textbox(label='q'); gr.HTML('x'); b.__exit__(None, None, None); "
+        "print(m.create_or_modify_pyi.__name__, *sorted(type(c).__name__ for c in b.blocks.values()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "_no_stub_rewrite" and {"Textbox", "HTML"} <= set(out.split()[1:]), out
+
+
 def test_qa_serve_on_a_busy_port_names_the_port_and_the_option(tmp_path: Path) -> None:
     import socket
     import subprocess

@@ -11,13 +11,17 @@ index load once, in :func:`build_app`, before the app serves anyone.
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -74,6 +78,54 @@ def _offline_environment() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class _NoStubRewrites(importlib.abc.MetaPathFinder):
+    """Loads ``gradio.component_meta`` with its type-stub writer turned off.
+
+    On every import, Gradio re-parses the source of each of its ~80 component
+    classes and rewrites their ``.pyi`` stub files beside them, a development
+    aid (``create_or_modify_pyi``) that is half of ``import gradio``'s 3 s here.
+    The stubs only serve type checkers and ship with the package; skipping the
+    rewrite changes nothing at run time and leaves the installed files alone.
+    """
+
+    MODULE = "gradio.component_meta"
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != self.MODULE:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # one module, once
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run_module = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run_module(module)
+            if callable(getattr(module, "create_or_modify_pyi", None)):
+                module.create_or_modify_pyi = _no_stub_rewrite  # type: ignore[attr-defined]
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _no_stub_rewrite(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def _gradio() -> ModuleType:
+    """``import gradio``, offline and without its stub rewrites (see :class:`_NoStubRewrites`)."""
+    _offline_environment()
+    if "gradio" not in sys.modules and not any(isinstance(f, _NoStubRewrites) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoStubRewrites())
+    import gradio
+
+    return gradio
 
 
 def _friendly(exc: Exception) -> str:
@@ -192,9 +244,7 @@ def build_app(
     (see :func:`start_engine`) and the other arguments but ``examples`` and ``k``
     are ignored. Launch with :func:`launch` (it adds the page's CSS).
     """
-    _offline_environment()
-    import gradio as gr
-
+    gr = _gradio()
     service = ChatService(engine if engine is not None else start_engine(index, corpus, watch=watch))
     example_questions = list(examples) if examples is not None else service.examples()
 
@@ -314,8 +364,7 @@ def concurrency() -> int:
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple[Any, str, str]:
     """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
-    _offline_environment()
-    import gradio as gr
+    gr = _gradio()
     from starlette.middleware import Middleware
 
     from ui.limits import RequestLimits
@@ -377,9 +426,7 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
 
     loader = threading.Thread(target=load, name="qa-start", daemon=True)
     loader.start()
-    _offline_environment()
-    import gradio  # noqa: F401
-
+    _gradio()
     loader.join()
     if isinstance(started.get("error"), QAError):
         raise UserError(str(started["error"])) from started["error"]
