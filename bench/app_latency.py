@@ -14,6 +14,13 @@
 4. In this process, calls ``qa.answer()`` on the same questions and reports its
    p50, so the two can be compared in the same run on the same machine.
 
+The clients run on the same cores as the server. By default they are made with
+``ssl_verify=False``: the app is plain http on 127.0.0.1, so no TLS is ever
+negotiated, but with verification on, gradio_client builds two httpx clients
+per question, each loading the CA bundle into a new SSL context (about 25 ms of
+CPU here), and on two cores that client-side work, not the server, bounds the
+concurrent figures. ``--default-client`` keeps gradio_client's defaults.
+
 Not part of ``make test``; prints figures, asserts nothing.
 """
 
@@ -65,11 +72,16 @@ def wait_for_page(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
     raise SystemExit(f"no page at {url} after {timeout:.0f} s")
 
 
-def concurrent_load(url: str, questions: list[str], clients: int, per_client: int) -> dict[str, Any]:
-    """``clients`` threads, each with its own gradio_client, asking ``per_client`` questions at once."""
+def client(url: str, default: bool) -> Any:
+    """A gradio_client for the app (see the module's note on ``ssl_verify``)."""
     from gradio_client import Client
 
-    connected = [Client(url, verbose=False) for _ in range(clients)]
+    return Client(url, verbose=False) if default else Client(url, verbose=False, ssl_verify=False)
+
+
+def concurrent_load(url: str, questions: list[str], clients: int, per_client: int, default: bool) -> dict[str, Any]:
+    """``clients`` threads, each with its own gradio_client, asking ``per_client`` questions at once."""
+    connected = [client(url, default) for _ in range(clients)]
     times: list[float] = []
     versions: set[str] = set()
     errors = 0
@@ -114,6 +126,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--clients", default="1,8,16,32", help="concurrent client counts, comma-separated")
     parser.add_argument("--per-client", type=int, default=20, help="questions each concurrent client asks")
+    parser.add_argument(
+        "--default-client", action="store_true", help="gradio_client's defaults (an SSL context per request)"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,8 +140,6 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "QA_PORT": str(port)}
 
-    from gradio_client import Client
-
     started = time.perf_counter()
     proc = subprocess.Popen(
         shlex.split(args.start), cwd=ROOT, env=env, start_new_session=True,
@@ -135,17 +148,20 @@ def main() -> None:
     try:
         wait_for_page(url, proc, args.timeout)
         page_up = time.perf_counter() - started
-        client = Client(url, verbose=False)
-        first = client.predict(asked[0], api_name="/answer")
+        first = client(url, args.default_client).predict(asked[0], api_name="/answer")
         first_answer = time.perf_counter() - started
         assert first["sources"], first
 
         app_times = []
+        one = client(url, args.default_client)
         for q in asked:
             t = time.perf_counter()
-            client.predict(q, api_name="/answer")
+            one.predict(q, api_name="/answer")
             app_times.append(time.perf_counter() - t)
-        loads = [concurrent_load(url, questions, int(c), args.per_client) for c in args.clients.split(",")]
+        loads = [
+            concurrent_load(url, questions, int(c), args.per_client, args.default_client)
+            for c in args.clients.split(",")
+        ]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the process group this script started
         proc.wait(timeout=30)
@@ -162,6 +178,7 @@ def main() -> None:
 
     ms = 1000
     print(f"command: {args.start!r} (port {port}); {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(f"clients: gradio_client {'defaults' if args.default_client else 'ssl_verify=False (plain http)'}")
     print(f"start -> page served:  {page_up:.1f} s")
     print(f"start -> first answer: {first_answer:.1f} s  (question: {asked[0]!r})")
     print(

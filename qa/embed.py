@@ -65,6 +65,83 @@ def threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_in_flight = 0  # model runs (questions, verifications, bulk embeddings) in this process now
+_in_flight_lock = threading.Lock()
+
+
+@contextmanager
+def model_run() -> Iterator[bool]:
+    """Count a model run in this process; yields whether it is the only one.
+
+    A run alone gets every core (a 20-token pass takes about 2/3 of the time on
+    two); runs at the same time (a server answering several people, a question
+    during a watched corpus's rebuild) take one thread each, so they do not
+    fight over the cores. The count is shared by every model: a question's
+    encoding is not alone while another question is being verified.
+    """
+    global _in_flight
+    with _in_flight_lock:
+        _in_flight += 1
+        alone = _in_flight == 1
+    try:
+        yield alone
+    finally:
+        with _in_flight_lock:
+            _in_flight -= 1
+
+
+class OnnxSessions:
+    """One ONNX model file's sessions: one thread (beside other runs), every core (alone), and bulk.
+
+    Thread-safe: ONNX Runtime sessions may run concurrently; the sessions on
+    more than one thread are made on first use.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], error: type[QAError] = QAError, what: str = "") -> None:
+        self.path = Path(path)
+        self._error, self._what = error, what  # a load failure: error(f"cannot load {what} {path}: …")
+        self.one = self._session(1)
+        self._all: Any = self.one if threads() == 1 else None
+        self._bulk: Any = None
+        self._lock = threading.Lock()
+
+    def _session(self, n_threads: int, *, spin: bool = False) -> Any:
+        """A session on ``n_threads`` threads; ``spin``: idle threads busy-wait for the next batch (bulk only)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise self._error(f"cannot load {' '.join(filter(None, [self._what, str(self.path)]))}: {exc}") from exc
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The first output for ``feeds``: on every core when no other model runs, else on one thread."""
+        with model_run() as alone:
+            return np.asarray(self._every_core().run(None, feeds)[0] if alone else self.one.run(None, feeds)[0])
+
+    def bulk(self) -> Any:
+        """The session for many batches in a row (every core, spinning between batches); see :func:`model_run`."""
+        if self._bulk is None:
+            with self._lock:
+                if self._bulk is None:
+                    n = threads()
+                    self._bulk = self.one if n == 1 else self._session(n, spin=True)
+        return self._bulk
+
+    def _every_core(self) -> Any:
+        if self._all is None:
+            with self._lock:
+                if self._all is None:
+                    self._all = self._session(threads())
+        return self._all
+
+
 class OnnxEncoder:
     """One exported model folder (``model.onnx``, ``tokenizer.json``, ``export.json``) in ONNX Runtime.
 
@@ -87,71 +164,14 @@ class OnnxEncoder:
         pad_id = tokenizer.token_to_id("[PAD]") or 0
         tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
         self._tokenizer = tokenizer
-        # A question encoded while no other is runs on every core (a 20-token pass
-        # takes about 2/3 of the time on two); questions encoded at the same time
-        # (a server answering several people) run one thread each, so they do not
-        # fight over the cores. Bulk embedding uses every core.
-        self._query_session = self._session(1)
-        self._solo_session: Any = self._query_session if threads() == 1 else None
-        self._bulk_session: Any = None
-        self._bulk_lock = threading.Lock()
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        self._sessions = OnnxSessions(self.folder / "model.onnx", ModelError)
         self.dimension = int(self.info["dimension"])
 
-    def _session(self, n_threads: int, *, spin: bool = False) -> Any:
-        """A session on ``n_threads`` threads; ``spin``: idle threads busy-wait for the next batch (bulk only)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = n_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            return ort.InferenceSession(str(self.folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load {self.folder / 'model.onnx'}: {exc}") from exc
-
-    def _bulk(self) -> Any:
-        if self._bulk_session is None:
-            with self._bulk_lock:
-                if self._bulk_session is None:
-                    n = threads()
-                    self._bulk_session = self._query_session if n == 1 else self._session(n, spin=True)
-        return self._bulk_session
-
-    def _run_query(self, texts: list[str]) -> np.ndarray:
-        with self._busy() as alone:
-            return self._run(texts, self._solo() if alone else self._query_session)
-
-    @contextmanager
-    def _busy(self) -> Iterator[bool]:
-        """Count what runs the model now; yields whether this is the only one (a question alone gets
-        every core, else one thread)."""
-        with self._in_flight_lock:
-            self._in_flight += 1
-            alone = self._in_flight == 1
-        try:
-            yield alone
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
-
-    def _solo(self) -> Any:
-        if self._solo_session is None:
-            with self._bulk_lock:
-                if self._solo_session is None:
-                    self._solo_session = self._session(threads())
-        return self._solo_session
-
-    def _run(self, texts: list[str], session: Any) -> np.ndarray:
+    def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens each text becomes after truncation (special tokens included, padding not)."""
@@ -167,13 +187,13 @@ class OnnxEncoder:
         if not texts:
             return out
         if len(texts) <= 4:
-            out[:] = self._run_query(texts)
+            out[:] = self._sessions.run(self._feeds(texts))
             return out
-        with self._busy():  # a question asked meanwhile (a watched corpus's rebuild) takes one thread
+        with model_run():  # a question asked meanwhile (a watched corpus's rebuild) takes one thread
             return self._encode_bulk(texts, out, batch_size, progress)
 
     def _encode_bulk(self, texts: list[str], out: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
-        session = self._bulk()
+        session = self._sessions.bulk()
         lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")
         done, step = 0, max(1, len(texts) // 20)
@@ -185,7 +205,7 @@ class OnnxEncoder:
             while j < len(order) and j - i < batch_size and (j - i + 1) * lengths[order[j]] <= _BATCH_TOKENS:
                 j += 1
             rows = order[i:j]
-            out[rows] = self._run([texts[r] for r in rows], session)
+            out[rows] = session.run(None, self._feeds([texts[r] for r in rows]))[0]
             done_tokens += sum(lengths[r] for r in rows)
             if progress and (i + len(rows)) // step > done:
                 done = (i + len(rows)) // step

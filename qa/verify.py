@@ -58,10 +58,9 @@ class OnnxVerifier:
     """Scores (question, sentence) pairs; thread-safe, loads once."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from qa.embed import DEFAULT_MODEL, model_path, threads
+        from qa.embed import DEFAULT_MODEL, OnnxSessions, model_path
 
         self.path = Path(path)
         tokenizer_file = self.path.with_name("tokenizer.json")
@@ -74,16 +73,8 @@ class OnnxVerifier:
         tokenizer.enable_truncation(max_length=MAX_LENGTH, strategy="only_second")
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0, pad_token="[PAD]")
         self._tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise VerifierError(f"cannot load the verifier {self.path}: {exc}") from exc
-        names = [i.name for i in self._session.get_inputs()]
+        self._sessions = OnnxSessions(self.path, VerifierError, "the verifier")
+        names = [i.name for i in self._sessions.one.get_inputs()]
         if names != ["input_ids", "attention_mask", "token_type_ids"]:
             raise VerifierError(f"{self.path} is not a verifier model (inputs {names})")
         self.reads_context = bool(self.describe().get("context", False))
@@ -104,7 +95,8 @@ class OnnxVerifier:
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32).reshape(-1)
+        # On every core when nothing else runs; on one thread while other questions are answered.
+        return np.asarray(self._sessions.run(feeds), dtype=np.float32).reshape(-1)
 
     def describe(self) -> dict[str, Any]:
         info_file = self.path.with_name("verifier.json")

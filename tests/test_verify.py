@@ -39,6 +39,19 @@ def test_verifier_tells_the_answer_from_same_topic_sentences() -> None:
     assert verifier.scores("Anything?", []).shape == (0,)
 
 
+def test_a_question_is_verified_the_same_alone_and_while_others_are() -> None:
+    # Alone it runs on every core; while other questions are verified, on one thread each.
+    from concurrent.futures import ThreadPoolExecutor
+
+    verifier = load_verifier()
+    question = "How many vehicles did Mitsubishi sell in Southeast Asia?"
+    pairs = [STRONG, SOLD, " ".join([STAKE] * 3)]
+    alone = verifier.scores(question, pairs).tolist()
+    with ThreadPoolExecutor(8) as pool:
+        busy = list(pool.map(lambda _: verifier.scores(question, pairs).tolist(), range(16)))
+    assert all(scores == pytest.approx(alone, abs=1e-4) for scores in busy)
+
+
 def test_verifier_loads_without_torch_and_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     code = (
         "import sys; from qa.verify import load_verifier; load_verifier().scores('Who?', ['Nobody.']); "
