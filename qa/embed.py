@@ -93,15 +93,16 @@ def model_run() -> Iterator[bool]:
 class OnnxSessions:
     """One ONNX model file's sessions: one thread (beside other runs), every core (alone), and bulk.
 
-    Thread-safe: ONNX Runtime sessions may run concurrently; the sessions on
-    more than one thread are made on first use.
+    Thread-safe: ONNX Runtime sessions may run concurrently. The every-core
+    session (a lone question, the common case) is made now; the one-thread and
+    bulk sessions on first use.
     """
 
     def __init__(self, path: str | os.PathLike[str], error: type[QAError] = QAError, what: str = "") -> None:
         self.path = Path(path)
         self._error, self._what = error, what  # a load failure: error(f"cannot load {what} {path}: …")
-        self.one = self._session(1)
-        self._all: Any = self.one if threads() == 1 else None
+        self.all = self._session(threads())
+        self._one: Any = self.all if threads() == 1 else None
         self._bulk: Any = None
         self._lock = threading.Lock()
 
@@ -123,23 +124,23 @@ class OnnxSessions:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The first output for ``feeds``: on every core when no other model runs, else on one thread."""
         with model_run() as alone:
-            return np.asarray(self._every_core().run(None, feeds)[0] if alone else self.one.run(None, feeds)[0])
+            return np.asarray((self.all if alone else self.one()).run(None, feeds)[0])
+
+    def one(self) -> Any:
+        """The one-thread session, for runs beside others (made on first use)."""
+        if self._one is None:
+            with self._lock:
+                if self._one is None:
+                    self._one = self._session(1)
+        return self._one
 
     def bulk(self) -> Any:
         """The session for many batches in a row (every core, spinning between batches); see :func:`model_run`."""
         if self._bulk is None:
             with self._lock:
                 if self._bulk is None:
-                    n = threads()
-                    self._bulk = self.one if n == 1 else self._session(n, spin=True)
+                    self._bulk = self.all if threads() == 1 else self._session(threads(), spin=True)
         return self._bulk
-
-    def _every_core(self) -> Any:
-        if self._all is None:
-            with self._lock:
-                if self._all is None:
-                    self._all = self._session(threads())
-        return self._all
 
 
 class OnnxEncoder:

@@ -74,7 +74,7 @@ class OnnxVerifier:
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0, pad_token="[PAD]")
         self._tokenizer = tokenizer
         self._sessions = OnnxSessions(self.path, VerifierError, "the verifier")
-        names = [i.name for i in self._sessions.one.get_inputs()]
+        names = [i.name for i in self._sessions.all.get_inputs()]
         if names != ["input_ids", "attention_mask", "token_type_ids"]:
             raise VerifierError(f"{self.path} is not a verifier model (inputs {names})")
         self.reads_context = bool(self.describe().get("context", False))
