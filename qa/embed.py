@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,15 @@ def model_run() -> Iterator[bool]:
             _in_flight -= 1
 
 
+_loaded: weakref.WeakSet[OnnxSessions] = weakref.WeakSet()
+
+
+def prepare_concurrent() -> None:
+    """Make every loaded model's one-thread session now (a server, before its first concurrent questions)."""
+    for sessions in list(_loaded):
+        sessions.one()
+
+
 class OnnxSessions:
     """One ONNX model file's sessions: one thread (beside other runs), every core (alone), and bulk.
 
@@ -105,6 +115,7 @@ class OnnxSessions:
         self._one: Any = self.all if threads() == 1 else None
         self._bulk: Any = None
         self._lock = threading.Lock()
+        _loaded.add(self)
 
     def _session(self, n_threads: int, *, spin: bool = False) -> Any:
         """A session on ``n_threads`` threads; ``spin``: idle threads busy-wait for the next batch (bulk only)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.embed import threads
 from qa.verify import DEFAULT_VERIFIER, VerifierError, load_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ def test_a_question_is_verified_the_same_alone_and_while_others_are() -> None:
     with ThreadPoolExecutor(8) as pool:
         busy = list(pool.map(lambda _: verifier.scores(question, pairs).tolist(), range(16)))
     assert all(scores == pytest.approx(alone, abs=1e-4) for scores in busy)
+    assert threads() == 1 or verifier._sessions._one is not None  # the one-thread path did run
 
 
 def test_verifier_loads_without_torch_and_a_bad_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -97,8 +97,6 @@ class _NoStubRewrites(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if name != self.MODULE:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)  # one module, once
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         loader = spec.loader if spec is not None else None
         if loader is None or not hasattr(loader, "exec_module"):
@@ -121,10 +119,16 @@ def _no_stub_rewrite(*args: object, **kwargs: object) -> None:
 def _gradio() -> ModuleType:
     """``import gradio``, offline and without its stub rewrites (see :class:`_NoStubRewrites`)."""
     _offline_environment()
-    if "gradio" not in sys.modules and not any(isinstance(f, _NoStubRewrites) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoStubRewrites())
-    import gradio
-
+    if "gradio" in sys.modules:
+        return sys.modules["gradio"]
+    finder = _NoStubRewrites()
+    # The list is replaced, never changed in place: another thread (the engine loading beside
+    # this import) may be walking it, and a removal in place could make it skip a finder.
+    sys.meta_path = [finder, *sys.meta_path]
+    try:
+        import gradio
+    finally:
+        sys.meta_path = [f for f in sys.meta_path if f is not finder]
     return gradio
 
 
@@ -419,8 +423,11 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     started: dict[str, Any] = {}
 
     def load() -> None:
+        from qa.embed import prepare_concurrent
+
         try:
             started["engine"] = start_engine(index, corpus if corpus.is_dir() else None, watch=watch)
+            prepare_concurrent()  # a server answers several people at once: not on its first users' time
         except Exception as exc:  # re-raised below, in the main thread
             started["error"] = exc
 
