@@ -110,15 +110,15 @@ def _remember(hashes: dict[tuple[str, int, int, int, int], str]) -> None:
         _hashes.update(hashes)
 
 
-_recalled: set[tuple[str, str]] = set()  # (corpus, manifest version) pairs already remembered
+_recalled: dict[str, str] = {}  # corpus -> the manifest version whose hashes were last remembered
 
 
 def _recall(corpus: Path, manifest: Manifest) -> None:
     """Remember the hashes the manifest recorded for files whose stat it recorded too (another process's build)."""
     global _HASHES_KEPT
-    if (str(corpus), manifest.version) in _recalled:
+    if _recalled.get(str(corpus)) == manifest.version:
         return
-    _recalled.add((str(corpus), manifest.version))
+    _recalled[str(corpus)] = manifest.version
     _HASHES_KEPT = max(_HASHES_KEPT, 2 * len(manifest.stats))  # a corpus bigger than the memo would never fit
     _remember(
         {

@@ -115,8 +115,9 @@ class OnnxSessions:
     def __init__(self, path: str | os.PathLike[str], error: type[QAError] = QAError, what: str = "") -> None:
         self.path = Path(path)
         self._error, self._what = error, what  # a load failure: error(f"cannot load {what} {path}: …")
-        self.all = self._session(threads())
-        self._one: Any = self.all if threads() == 1 else None
+        self.threads = threads()  # read once: every session of this model agrees on "every core"
+        self.all = self._session(self.threads)
+        self._one: Any = self.all if self.threads == 1 else None
         self._bulk: Any = None
         self._lock = threading.Lock()
         _loaded.add(self)
@@ -154,7 +155,7 @@ class OnnxSessions:
         if self._bulk is None:
             with self._lock:
                 if self._bulk is None:
-                    self._bulk = self.all if threads() == 1 else self._session(threads(), spin=True)
+                    self._bulk = self.all if self.threads == 1 else self._session(self.threads, spin=True)
         return self._bulk
 
 

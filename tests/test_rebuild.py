@@ -413,7 +413,7 @@ def test_a_new_process_finds_unchanged_files_by_stat_and_edits_by_content(
 
     def new_process() -> None:  # what a new process knows
         monkeypatch.setattr(qa.build, "_hashes", {})
-        monkeypatch.setattr(qa.build, "_recalled", set())
+        monkeypatch.setattr(qa.build, "_recalled", {})
 
     new_process()
     assert index_status(corpus, index, verify=False).fresh
@@ -435,6 +435,6 @@ def test_damaged_file_stats_in_the_manifest_only_cost_a_read(make_corpus, tmp_pa
     damage = {"space.txt": [1, 2], "nowhere.txt": [1, 2, 3, 4], "cars.txt": "big"}
     path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "stats": damage}), encoding="utf-8")
     monkeypatch.setattr(qa.build, "_hashes", {})
-    monkeypatch.setattr(qa.build, "_recalled", set())
+    monkeypatch.setattr(qa.build, "_recalled", {})
     assert index_status(corpus, index, verify=False).fresh  # files hashed again; nothing rebuilt
     assert build_index(corpus, index).build["noop"] is True
