@@ -31,6 +31,9 @@ from qa.types import QAError, Sentence
 FORMAT = 1
 MODELS = Path(__file__).parent / "models"
 SHIPPED = MODELS / "ranker.json"
+# Candidates the verifier reads. Reading 3 saved 9 ms an answer but lost the article's answers that
+# the first ranker puts 4th or 5th (dev 19/20, held-out 17/20; README, "Latency").
+VERIFY_TOP = 5
 
 FEATURES: tuple[str, ...] = (
     "dense",  # cosine, sentence alone
@@ -110,7 +113,7 @@ def candidate_features(
     depth: int,
     question: str = "",
     verifier: Verifier | None = None,
-    verify_top: int = 5,
+    verify_top: int = VERIFY_TOP,
     words: Callable[[int], tuple[frozenset[str], frozenset[str]]] | None = None,
     question_words: frozenset[str] = frozenset(),
     verify_order: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -284,7 +287,7 @@ class Ranker:
     calibrator: tuple[float, ...]  # weights of CALIBRATION_INPUTS, then the intercept
     threshold: float  # abstain when the confidence is below this
     depth: int = 30  # first-stage candidates that are ranked
-    verify_top: int = 5  # candidates the verifier reads
+    verify_top: int = VERIFY_TOP  # candidates the verifier reads
     meta: dict[str, Any] = field(default_factory=dict)
     # The cascade's first ranker: a linear score on the raw features (no verifier) that picks the
     # candidates the verifier reads. None: the first-stage order picks them.

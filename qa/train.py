@@ -36,6 +36,7 @@ from qa.answer import Engine
 from qa.rank import (
     DEFAULT_CALIBRATION_INPUTS,
     FEATURES,
+    VERIFY_TOP,
     Ranker,
     Verifier,
     add_verification,
@@ -54,7 +55,6 @@ DEPTH = 30  # first-stage candidates the ranker orders
 ABSTAIN_QUANTILE = 0.025  # answerable questions allowed under the threshold when fitting it (target: 3% held out)
 MAX_HIT_CHARS = 400
 BATCH = 64  # questions embedded per call
-VERIFY_TOP = 5  # first-stage candidates a verifier reads
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ def _progress(n: int, total: int) -> None:
 def _examples_key(data: SquadData, engine: Engine, questions: Sequence[SquadQuestion], *extra: Any) -> str:
     retriever = engine.retriever()
     return hashlib.sha256(json.dumps([
-        data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH, VERIFY_TOP,
+        data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH,
         [q.id for q in questions], retriever.settings.__dict__, engine.settings.__dict__, *extra,
     ], default=str).encode()).hexdigest()[:16]  # fmt: skip
 
@@ -441,7 +441,7 @@ def collect_cached(
         _save_examples(base_cache, base)
     if verifier is None:
         return base
-    cache = work / f"examples-{_examples_key(data, engine, questions, str(verifier), 'cascade', folds)}.npz"
+    cache = work / f"examples-{_examples_key(data, engine, questions, str(verifier), 'cascade', folds, VERIFY_TOP)}.npz"
     verified = _load_examples(cache, questions)
     if verified is not None:
         return verified
