@@ -9,8 +9,9 @@
    endpoint, one at a time, and reports p50/p95.
 3. Concurrency: for each of ``--clients`` (default 1, 8, 16, 32), that many
    threads each with its own gradio_client ask ``--per-client`` questions at
-   once; reports answers per second, p50/p95 latency, errors, and the index
-   versions the answers came from.
+   once; reports answers per second, p50/p95 latency, errors, the index
+   versions the answers came from, and the CPU an answer cost the server (its
+   processes' user + system time in ``/proc``, Linux) and this script's clients.
 4. In this process, calls ``qa.answer()`` on the same questions and reports its
    p50, so the two can be compared in the same run on the same machine.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -79,8 +81,33 @@ def client(url: str, default: bool) -> Any:
     return Client(url, verbose=False) if default else Client(url, verbose=False, ssl_verify=False)
 
 
-def concurrent_load(url: str, questions: list[str], clients: int, per_client: int, default: bool) -> dict[str, Any]:
-    """``clients`` threads, each with its own gradio_client, asking ``per_client`` questions at once."""
+def session_cpu(sid: int) -> float | None:
+    """CPU seconds (user + system) used so far by the live processes of session ``sid`` (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[3]) == sid:  # fields from the state on: state, ppid, pgrp, session, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            seen = True
+    return total / tick if seen else None
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def concurrent_load(
+    url: str, questions: list[str], clients: int, per_client: int, default: bool, server: int
+) -> dict[str, Any]:
+    """``clients`` threads, each with its own gradio_client, asking ``per_client`` questions at once.
+
+    Also the CPU the server (session ``server``) and this process's clients spent while they asked.
+    """
     connected = [client(url, default) for _ in range(clients)]
     times: list[float] = []
     versions: set[str] = set()
@@ -105,16 +132,21 @@ def concurrent_load(url: str, questions: list[str], clients: int, per_client: in
                 versions.add(a["index_version"])
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
+    server_before, clients_before = session_cpu(server), own_cpu()
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     seconds = time.perf_counter() - started
+    server_after, clients_after = session_cpu(server), own_cpu()
+    server_seconds = server_after - server_before if server_before is not None and server_after is not None else None
     return {
         "clients": clients, "answers": len(times), "seconds": seconds, "per_second": len(times) / seconds,
         "p50": statistics.median(times) if times else 0.0, "p95": percentile(times, 95) if times else 0.0,
         "errors": errors, "versions": len(versions),
+        "server_cpu": server_seconds / len(times) if server_seconds is not None and times else None,
+        "client_cpu": (clients_after - clients_before) / len(times) if times else None,
     }  # fmt: skip
 
 
@@ -159,7 +191,7 @@ def main() -> None:
             one.predict(q, api_name="/answer")
             app_times.append(time.perf_counter() - t)
         loads = [
-            concurrent_load(url, questions, int(c), args.per_client, args.default_client)
+            concurrent_load(url, questions, int(c), args.per_client, args.default_client, proc.pid)
             for c in args.clients.split(",")
         ]
     finally:
@@ -191,6 +223,11 @@ def main() -> None:
             f"{load['per_second']:.1f}/s, p50 {load['p50'] * ms:.0f} ms, p95 {load['p95'] * ms:.0f} ms, "
             f"errors {load['errors']}, index versions {load['versions']}"
         )
+        if load["server_cpu"] is not None:
+            print(
+                f"   CPU an answer: server {load['server_cpu'] * ms:.1f} ms, "
+                f"this script's clients {load['client_cpu'] * ms:.1f} ms"
+            )
     if loads and loads[0]["clients"] == 1:
         for load in loads[1:]:
             gain = load["per_second"] / loads[0]["per_second"]
