@@ -95,6 +95,15 @@ def model_run() -> Iterator[bool]:
             _in_flight -= 1
 
 
+def feeds(encodings: list[Any]) -> dict[str, np.ndarray]:
+    """A BERT model's inputs for a batch of ``tokenizers`` encodings (texts or text pairs, padded alike)."""
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
 _loaded: weakref.WeakSet[OnnxSessions] = weakref.WeakSet()
 
 
@@ -185,10 +194,7 @@ class OnnxEncoder:
         self.dimension = int(self.info["dimension"])
 
     def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self._tokenizer.encode_batch([t.strip() for t in texts])
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return feeds(self._tokenizer.encode_batch([t.strip() for t in texts]))
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens each text becomes after truncation (special tokens included, padding not)."""

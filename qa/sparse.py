@@ -153,8 +153,8 @@ class SparseIndex:
 # --- abbreviations -----------------------------------------------------------------
 # A definition "long form (SF)" or 'long form ("SF")': SF is 2-10 characters, starts with a
 # letter and has at least two capitals (so "(see)", "(i)" and "(1998)" are not definitions).
-_SHORT_WORD = re.compile(r"(?<![\w&-])[A-Za-z][A-Za-z0-9&-]*(?![\w&-])")  # a short form as written in a sentence
 _DEFINITION = re.compile(r"\(\s*[\"'“‘]?([A-Za-z][A-Za-z0-9&-]{1,9})[\"'”’]?\s*\)")
+_SHORT_WORD = re.compile(r"(?<![\w&-])[A-Za-z][A-Za-z0-9&-]*(?![\w&-])")  # a short form as written in a sentence
 
 
 def _long_form_words(short: str) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.embed import DEFAULT_MODEL, OnnxSessions, feeds, model_path
 from qa.types import QAError, Sentence
 
 MODELS = Path(__file__).resolve().parent / "models"
@@ -60,8 +61,6 @@ class OnnxVerifier:
     def __init__(self, path: str | Path) -> None:
         from tokenizers import Tokenizer
 
-        from qa.embed import DEFAULT_MODEL, OnnxSessions, model_path
-
         self.path = Path(path)
         tokenizer_file = self.path.with_name("tokenizer.json")
         if not tokenizer_file.is_file():  # the shipped model uses the packaged MiniLM's vocabulary
@@ -89,14 +88,9 @@ class OnnxVerifier:
             return np.zeros(0, dtype=np.float32)
         if self.reads_context and contexts is not None:
             sentences = [verifier_text(s, c) for s, c in zip(sentences, contexts, strict=True)]
-        encodings = self._tokenizer.encode_batch([(question, s) for s in sentences])
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        inputs = feeds(self._tokenizer.encode_batch([(question, s) for s in sentences]))
         # On every core when nothing else runs; on one thread while other questions are answered.
-        return np.asarray(self._sessions.run(feeds), dtype=np.float32).reshape(-1)
+        return np.asarray(self._sessions.run(inputs), dtype=np.float32).reshape(-1)
 
     def describe(self) -> dict[str, Any]:
         info_file = self.path.with_name("verifier.json")
