@@ -52,20 +52,25 @@ def test_sixteen_clients_at_once_get_answers_each_from_one_index_version(make_co
                 with lock:
                     answers.append(a)
 
+        def wait_for_answers_from(version: str) -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with lock:
+                    if any(a["index_version"] == version for a in answers[-32:]):
+                        return
+                time.sleep(0.05)
+
         threads = [threading.Thread(target=ask, args=(c,)) for c in clients]
         for t in threads:
             t.start()
+        # The first version too: on a slow machine the first rebuild could otherwise land before any answer.
+        wait_for_answers_from(next(iter(code_of)))
         for code in CODES[1:]:
             (corpus / "vault.txt").write_text(vault(code), encoding="utf-8")
             manifest = build_index(corpus, index)
             code_of[manifest.version] = code
             get_engine(index).refresh(wait=True)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with lock:
-                    if any(a["index_version"] == manifest.version for a in answers[-32:]):
-                        break
-                time.sleep(0.05)
+            wait_for_answers_from(manifest.version)
         stop.set()
         for t in threads:
             t.join(timeout=60)
