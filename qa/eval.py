@@ -351,6 +351,44 @@ def _method_summary(
     return out
 
 
+def cross_validate(
+    examples: Sequence[Any], fold_of: dict[str, int], inputs: Sequence[str]
+) -> tuple[list[Any], list[float], list[float], dict[int, Any]]:
+    """Fold by fold: ranker and calibrator fit on the other folds' articles (``qa.train.fit_full``), scored on this one.
+
+    Returns the held-out ``Scored`` examples, their confidences, their folds' thresholds, and each fold's ranker.
+    """
+    from qa import train as tr
+
+    held: list[Any] = []
+    confs: list[float] = []
+    thresholds: list[float] = []
+    rankers: dict[int, Any] = {}
+    articles = {e.question.article for e in examples}
+    for k in sorted(set(fold_of.values())):
+        train_ex = [e for e in examples if fold_of[e.question.article] != k]
+        test = [e for e in examples if fold_of[e.question.article] == k]
+        if not test or not train_ex:
+            continue
+        inner = {a: f for a, f in fold_of.items() if f != k and a in articles}
+        ranker, _ = tr.fit_full(train_ex, inner, inputs)
+        rankers[k] = ranker
+        for s in tr.score_examples(ranker, test, ranker.calibration):
+            held.append(s)
+            confs.append(ranker.probability(s.inputs))
+            thresholds.append(ranker.threshold)
+    return held, confs, thresholds, rankers
+
+
+def learned_summary(held: Sequence[Any], confs: Sequence[float], thresholds: Sequence[float]) -> dict[str, Any]:
+    """:func:`_method_summary` of cross-validated examples, each judged against its own fold's threshold."""
+    shifted = [c - t + 0.5 for c, t in zip(confs, thresholds, strict=True)]
+    return _method_summary(
+        [s.example.condition for s in held], [s.hit for s in held], [s.hit_at(3) for s in held],
+        shifted, 0.5, [s.example.seconds for s in held],
+    )  # fmt: skip
+
+
 def evaluate_squad(
     path: str | os.PathLike[str],
     *,
@@ -400,29 +438,9 @@ def evaluate_squad(
         baseline_threshold,
         [e.seconds for e in examples],
     )
-    held: list[Any] = []
-    confs: list[float] = []
-    thresholds: list[float] = []
-    rankers: dict[int, Any] = {}
-    for k in sorted(set(fold_of.values())):
-        train_ex = [e for e in examples if fold_of[e.question.article] != k]
-        test = [e for e in examples if fold_of[e.question.article] == k]
-        if not test or not train_ex:
-            continue
-        inner = {a: f for a, f in fold_of.items() if f != k}
-        ranker, _ = tr.fit_full(train_ex, inner, inputs)
-        rankers[k] = ranker
-        for s in tr.score_examples(ranker, test, ranker.calibration):
-            held.append(s)
-            confs.append(ranker.probability(s.inputs))
-            thresholds.append(ranker.threshold)
+    held, confs, thresholds, rankers = cross_validate(examples, fold_of, inputs)
     if held:
-        # each held-out example is judged against its own fold's threshold
-        shifted = [c - t + 0.5 for c, t in zip(confs, thresholds, strict=True)]
-        learned = _method_summary(
-            [s.example.condition for s in held], [s.hit for s in held], [s.hit_at(3) for s in held],
-            shifted, 0.5, [s.example.seconds for s in held],
-        )  # fmt: skip
+        learned = learned_summary(held, confs, thresholds)
         # calibration and trade-off on the probabilities themselves
         correct = [s.hit and s.example.condition == "answerable" for s in held]
         answerable = [s.example.condition == "answerable" for s in held]
