@@ -69,12 +69,7 @@ def main() -> None:
     base = tr.collect_cached(data, engine, questions, work=args.work, folds=args.folds)
     baseline = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.baseline, folds=args.folds)
     held = set(json.loads(args.held_out.read_text(encoding="utf-8"))["held_out_articles"])
-    # the cascade's first ranker for each question, fit without its fold's articles (as collect_cached does)
-    pres = {k: tr.fit_pre([e for e in base if fold_of[e.question.article] != k]) for k in set(fold_of.values())}
-
-    def order_for(e: tr.Example) -> np.ndarray:
-        w, b = pres[fold_of[e.question.article]]
-        return np.argsort(-(e.x @ w + b), kind="stable")
+    order_for = tr.cascade_order(base, fold_of)  # as collect_cached picks the baseline's candidates
 
     results = {"baseline " + args.baseline: summary([e for e in baseline if e.question.article in held], fold_of)}
     mine = [e for e in base if e.question.article in held]

@@ -395,6 +395,21 @@ def fit_pre(examples: Sequence[Example]) -> tuple[np.ndarray, float]:
     return raw.astype(np.float32), float(bias - float(np.dot(raw, mean)))
 
 
+def cascade_order(base: Sequence[Example], fold_of: dict[str, int]) -> Callable[[Example], np.ndarray]:
+    """Each example's candidates in the order of the cascade's first ranker (:func:`fit_pre`), as answering
+    picks the ones the verifier reads, that ranker fit without the example's fold's articles."""
+    pres = {}
+    for k in sorted(set(fold_of.values())):
+        rest = [e for e in base if fold_of[e.question.article] != k]
+        pres[k] = fit_pre(rest if any(e.labels.any() for e in rest) else base)
+
+    def order_for(e: Example) -> np.ndarray:
+        w, b = pres[fold_of[e.question.article]]
+        return np.argsort(-(e.x @ w + b), kind="stable")
+
+    return order_for
+
+
 def verify_examples(
     examples: Sequence[Example],
     engine: Engine,
@@ -445,18 +460,10 @@ def collect_cached(
     verified = _load_examples(cache, questions)
     if verified is not None:
         return verified
-    fold_of = folds_of(data, folds)
-    pres = {}
-    for k in sorted(set(fold_of.values())):
-        rest = [e for e in base if fold_of[e.question.article] != k]
-        pres[k] = fit_pre(rest if any(e.labels.any() for e in rest) else base)
+    order_for = cascade_order(base, folds_of(data, folds))
     per_article = fold_verifiers(data, verifier)
     models = {path: load_verifier(path) for path in sorted(set(per_article.values()))} if per_article else {}
     single = load_verifier(verifier) if per_article is None else None
-
-    def order_for(e: Example) -> np.ndarray:
-        w, b = pres[fold_of[e.question.article]]
-        return np.argsort(-(e.x @ w + b), kind="stable")
 
     def verifier_for(q: SquadQuestion) -> Verifier:
         return single if single is not None else models[per_article[q.article]]  # type: ignore[index]
