@@ -124,6 +124,26 @@ def batches(tok, pairs: list[dict[str, Any]], size: int, device: str, context: b
         yield ids, mask, types, labels
 
 
+BUCKET_BATCHES = 50  # --bucket: batches whose pairs are sorted by length together
+
+
+def bucketed(pairs: list[dict[str, Any]], size: int, rng: random.Random, context: bool) -> list[list[dict[str, Any]]]:
+    """Batches of similar length from already shuffled pairs, in shuffled order (``--bucket``).
+
+    Each run of ``BUCKET_BATCHES`` batches is sorted by length (characters, a
+    proxy for tokens) before it is cut, so a batch pads to about its own length
+    rather than to the longest of 32 random pairs (2.07x the real tokens on the
+    SQuAD pairs, against 1.004x sorted). The number of batches is the same.
+    """
+    block = size * BUCKET_BATCHES
+    chunks: list[list[dict[str, Any]]] = []
+    for i in range(0, len(pairs), block):
+        run = sorted(pairs[i : i + block], key=lambda p: len(p["question"]) + len(second(p, context)))
+        chunks.extend(run[j : j + size] for j in range(0, len(run), size))
+    rng.shuffle(chunks)
+    return chunks
+
+
 def grouped(pairs: list[dict[str, Any]], questions: int, rng: random.Random, cap: int) -> list[list[dict[str, Any]]]:
     """Shuffled batches of ``questions`` whole question groups (with a positive), ``cap`` pairs a group at most."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -194,7 +214,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     for epoch in range(args.epochs):
         if args.loss == "bce":
             rng.shuffle(train_pairs)
-            chunks = [train_pairs[i : i + args.batch] for i in range(0, len(train_pairs), args.batch)]
+            chunks = bucketed(train_pairs, args.batch, rng, args.context) if args.bucket else [
+                train_pairs[i : i + args.batch] for i in range(0, len(train_pairs), args.batch)
+            ]
         else:
             chunks = grouped(train_pairs, args.group_batch, rng, args.group_cap)
         for chunk in chunks:
@@ -334,6 +356,11 @@ def main() -> None:
         action="store_true",
         help="read the sentence with its context (title, previous sentence): 'sentence [SEP] context'",
     )
+    parser.add_argument(
+        "--bucket",
+        action="store_true",
+        help=f"bce: batch pairs of similar length ({BUCKET_BATCHES} batches at a time sorted): half the padding",
+    )
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument("--per-tensor", action="store_true", help="int8 per tensor rather than per channel")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
@@ -369,6 +396,7 @@ def main() -> None:
         "layers": args.layers,
         "epochs": args.epochs,
         "batch": args.batch,
+        **({"bucket": BUCKET_BATCHES} if args.bucket and args.loss == "bce" else {}),
         "lr": args.lr,
         "seed": args.seed,
         "folds": args.folds,

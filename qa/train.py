@@ -46,6 +46,7 @@ from qa.rank import (
 )
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
+from qa.store import sha256_file
 from qa.types import QAError
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,20 @@ def _examples_key(data: SquadData, engine: Engine, questions: Sequence[SquadQues
     ], default=str).encode()).hexdigest()[:16]  # fmt: skip
 
 
+def _verifier_digests(data: SquadData, verifier: str | os.PathLike[str]) -> list[str]:
+    """What a verified cache depends on: the sha256 of each verifier file, in fold order.
+
+    By content, not path: a verifier retrained into the same folder gets new
+    scores, and moving the files keeps the cache.
+    """
+    per_article = fold_verifiers(data, verifier)
+    paths = sorted(set(per_article.values())) if per_article else [str(verifier)]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise TrainError(f"no verifier file {missing[0]}")
+    return [sha256_file(p) for p in paths]
+
+
 def _load_examples(cache: Path, questions: Sequence[SquadQuestion]) -> list[Example] | None:
     if not cache.exists():
         return None
@@ -456,7 +471,8 @@ def collect_cached(
         _save_examples(base_cache, base)
     if verifier is None:
         return base
-    cache = work / f"examples-{_examples_key(data, engine, questions, str(verifier), 'cascade', folds, VERIFY_TOP)}.npz"
+    scorers = _verifier_digests(data, verifier)
+    cache = work / f"examples-{_examples_key(data, engine, questions, scorers, 'cascade', folds, VERIFY_TOP)}.npz"
     verified = _load_examples(cache, questions)
     if verified is not None:
         return verified
