@@ -214,9 +214,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     for epoch in range(args.epochs):
         if args.loss == "bce":
             rng.shuffle(train_pairs)
-            chunks = bucketed(train_pairs, args.batch, rng, args.context) if args.bucket else [
-                train_pairs[i : i + args.batch] for i in range(0, len(train_pairs), args.batch)
-            ]
+            chunks = (
+                bucketed(train_pairs, args.batch, rng, args.context)
+                if args.bucket
+                else [train_pairs[i : i + args.batch] for i in range(0, len(train_pairs), args.batch)]
+            )
         else:
             chunks = grouped(train_pairs, args.group_batch, rng, args.group_cap)
         for chunk in chunks:

@@ -100,16 +100,27 @@ class OnnxVerifier:
             return {}
 
 
-_verifiers: dict[Path, OnnxVerifier] = {}
+_verifiers: dict[tuple[Path, int, int, int], OnnxVerifier] = {}  # (file, size, mtime, inode)
 _lock = threading.Lock()
 
 
 def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
-    """The process-wide verifier for a model file (loaded once, shared by threads)."""
-    key = Path(path).resolve()
+    """The process-wide verifier for a model file (loaded once, shared by threads).
+
+    A file replaced since it was loaded (a verifier retrained into the same
+    folder) is loaded again.
+    """
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        raise VerifierError(f"no verifier model at {resolved}") from None
+    key = (resolved, stat.st_size, stat.st_mtime_ns, stat.st_ino)
     with _lock:
         if key not in _verifiers:
-            if not key.is_file():
-                raise VerifierError(f"no verifier model at {key}")
-            _verifiers[key] = OnnxVerifier(key)
+            if not resolved.is_file():
+                raise VerifierError(f"no verifier model at {resolved}")
+            for old in [k for k in _verifiers if k[0] == resolved]:
+                del _verifiers[old]
+            _verifiers[key] = OnnxVerifier(resolved)
         return _verifiers[key]

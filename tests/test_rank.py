@@ -130,3 +130,39 @@ def test_the_verifier_reads_the_first_rankers_best_and_the_file_keeps_its_inputs
     with pytest.raises(RankerError, match="mood"):
         load_ranker(path)
     assert isinstance(again, Ranker)
+
+
+def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path) -> None:
+    """The SQuAD example cache follows the verifier's content: no stale scores after a retrain in place."""
+    import shutil
+    import subprocess
+    import sys
+
+    from qa.verify import DEFAULT_VERIFIER
+
+    squad = write_tiny_squad(tmp_path)
+    model = tmp_path / "v" / "verifier-int8.onnx"
+    model.parent.mkdir()
+    shutil.copy(DEFAULT_VERIFIER, model)
+
+    def train(out: Path) -> np.ndarray:
+        args = ["train", "--squad", str(squad), "--work", str(tmp_path / "work"), "--folds", "3", "--out", str(out),
+                "--limit-articles", "3", "--limit-questions", "6", "--verifier", str(model)]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return np.asarray(json.loads(out.read_text(encoding="utf-8"))["weights"], dtype=float)
+
+    before = train(tmp_path / "r1.json")
+    # retrain into the same folder: a one-layer model on two pairs scores differently
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"article": "A.txt", "question": "Who is the mayor?", "sentence": s, "label": y, "kind": "gold"}
+            for s, y in (("The mayor is Ellen Sand.", 1), ("The town has a lighthouse.", 0))]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent.parent / "bench" / "train_verifier.py"), str(pairs),
+         "--out", str(model.parent), "--layers", "1", "--epochs", "1", "--batch", "2", "--no-eval"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = train(tmp_path / "r2.json")
+    assert not np.allclose(before, after)

@@ -84,12 +84,13 @@ def test_training_command_runs_end_to_end_on_a_tiny_slice(tmp_path: Path) -> Non
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "train_verifier.py"), str(pairs), "--out", str(out),
-         "--layers", "1", "--epochs", "1", "--batch", "4", "--folds", "3", "--holdout", "0"],
+         "--layers", "1", "--epochs", "1", "--batch", "4", "--folds", "3", "--holdout", "0", "--bucket"],
         capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     info = json.loads((out / "verifier.json").read_text())
     assert info["held_out_articles"] == ["A.txt"] and info["pairs"] == 4
+    assert info["bucket"] == 50 and info["steps"] == 1  # length buckets keep the batch count
     assert info["held_out_top1_int8"] is not None
     trained = load_verifier(out / "verifier-int8.onnx")
     assert trained.scores("How many vehicles?", [SOLD, STRONG]).shape == (2,)
