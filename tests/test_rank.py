@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from qa.answer import Engine
 from qa.cli import main
 from qa.rank import FEATURES, SHIPPED, RankerError, file_sha256, load_ranker
 from qa.squad import prepare
+from qa.verify import DEFAULT_VERIFIER
 from tests.squad_tiny import write_tiny_squad
 
 # Recorded when qa/models/ranker.json was written by `qa train` (see qa/models/README.md).
@@ -134,12 +139,6 @@ def test_the_verifier_reads_the_first_rankers_best_and_the_file_keeps_its_inputs
 
 def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path) -> None:
     """The SQuAD example cache follows the verifier's content: no stale scores after a retrain in place."""
-    import shutil
-    import subprocess
-    import sys
-
-    from qa.verify import DEFAULT_VERIFIER
-
     squad = write_tiny_squad(tmp_path)
     model = tmp_path / "v" / "verifier-int8.onnx"
     model.parent.mkdir()
@@ -161,7 +160,7 @@ def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve().parent.parent / "bench" / "train_verifier.py"), str(pairs),
          "--out", str(model.parent), "--layers", "1", "--epochs", "1", "--batch", "2", "--no-eval"],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     after = train(tmp_path / "r2.json")
