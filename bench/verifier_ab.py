@@ -9,8 +9,9 @@ command, or made now). ``--held-out`` is a fold verifier's ``verifier.json``:
 its ``held_out_articles`` are the articles compared. Each candidate verifier
 (trained with ``bench/train_verifier.py --folds 2 --holdout F``, so it never saw
 those articles either) reads the same five candidates the cascade's first
-ranker picks. For each verifier, on those articles' questions: the verifier's
-own top-1 among the candidates it read, and the learned ranker and calibrator
+ranker picks (``--top N``: its N best). For each verifier, on those
+articles' questions: the verifier's own top-1 among the candidates it read,
+and the learned ranker and calibrator
 refit on its scores, cross-validated by article within those articles (the
 ``qa eval --squad`` folds): top-1 (abstentions count as misses), top-3, and
 abstention on answerable, answer-dropped and off-corpus questions.
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--squad", default=DEFAULT)
     ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--top", type=int, default=tr.VERIFY_TOP, help="candidates each verifier reads (the baseline: 5)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -75,8 +77,8 @@ def main() -> None:
     mine = [e for e in base if e.question.article in held]
     for path in args.candidates:
         verifier = load_verifier(path)
-        verified = tr.verify_examples(mine, engine, lambda q, v=verifier: v, order_for)
-        results[f"{path} (context: {verifier.reads_context})"] = summary(verified, fold_of)
+        verified = tr.verify_examples(mine, engine, lambda q, v=verifier: v, order_for, top=args.top)
+        results[f"{path} (context: {verifier.reads_context}, top {args.top})"] = summary(verified, fold_of)
     print(json.dumps({"articles": sorted(held), "results": results}, indent=2))
 
 
