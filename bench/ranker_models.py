@@ -19,35 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from qa import train as tr
-from qa.answer import Engine
 from qa.rank import FEATURES
-from qa.squad import folds_of, prepare
+from qa.squad import folds_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 
 
-def models() -> dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
+def trees() -> dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
 
-    def logistic(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        mean, sd = x.mean(0), x.std(0)
-        sd[sd < 1e-6] = 1.0
-        model = LogisticRegression(C=1.0, max_iter=5000).fit((x - mean) / sd, y)
-        return lambda z: model.decision_function((z - mean) / sd)
-
-    def trees(**settings: float) -> Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    def fitter(**settings: float) -> Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
         def fit(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
             return HistGradientBoostingClassifier(random_state=0, **settings).fit(x, y).decision_function  # type: ignore[arg-type]
 
         return fit
 
     return {
-        "logistic regression (shipped)": logistic,
-        "trees: 200 x 15 leaves, lr 0.05": trees(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                                 min_samples_leaf=50, l2_regularization=1.0),
-        "trees: 400 x 31 leaves, lr 0.03": trees(max_iter=400, learning_rate=0.03, max_leaf_nodes=31,
-                                                 min_samples_leaf=100),
+        "trees: 200 x 15 leaves, lr 0.05": fitter(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                                  min_samples_leaf=50, l2_regularization=1.0),
+        "trees: 400 x 31 leaves, lr 0.03": fitter(max_iter=400, learning_rate=0.03, max_leaf_nodes=31,
+                                                  min_samples_leaf=100),
     }  # fmt: skip
 
 
@@ -59,30 +50,33 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data, corpus, index = prepare(args.squad, args.work)
-    engine = Engine(index, corpus)
-    engine.ranker = None
-    examples = tr.collect_cached(data, engine, tr._questions(data, None), work=args.work, verifier=args.verifier,
-                                 folds=args.folds)  # fmt: skip
+    data, engine, questions = tr.open_squad(args.squad, args.work)
+    examples = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.verifier, folds=args.folds)
     fold_of = folds_of(data, args.folds)
     use = tr.LEARNED + (("verifier", "verified") if args.verifier else ())
     cols = np.array([FEATURES.index(f) for f in use])
     answerable = [e for e in examples if e.condition == "answerable" and len(e.ids)]
-    hits: dict[str, list[bool]] = {name: [] for name in models()}
+    shipped = "logistic regression (shipped)"
+    hits: dict[str, list[bool]] = {name: [] for name in (shipped, *trees())}
     for k in sorted(set(fold_of.values())):
         train = [e for e in answerable if fold_of[e.question.article] != k and e.labels.any()]
         test = [e for e in answerable if fold_of[e.question.article] == k]
+        mean, scale, weights, bias = tr.fit_ranker(train, use)  # as qa train fits it
         x = np.concatenate([e.x[:, cols] for e in train]).astype(np.float64)
         y = np.concatenate([e.labels for e in train])
-        line = []
-        for name, fit in models().items():
-            score = fit(x, y)
-            got = [bool(e.labels[int(np.argmax(score(e.x[:, cols].astype(np.float64))))]) for e in test]
-            hits[name] += got
-            line.append(f"{np.mean(got):.4f}")
+        fitted = {name: fit(x, y) for name, fit in trees().items()}
+        got: dict[str, list[bool]] = {name: [] for name in hits}
+        for e in test:
+            z = e.x.astype(np.float64)
+            got[shipped].append(bool(e.labels[int(np.argmax(((z - mean) / scale) @ weights + bias))]))
+            for name, score in fitted.items():
+                got[name].append(bool(e.labels[int(np.argmax(score(z[:, cols])))]))
+        for name, g in got.items():
+            hits[name] += g
+        line = [f"{np.mean(g):.4f}" for g in got.values()]
         print(f"fold {k} ({len(test)} questions): " + "  ".join(line), flush=True)
-    for name, got in hits.items():
-        print(f"{name:36s} top-1 by ranking {np.mean(got):.4f} ({len(got)} questions)")
+    for name, h in hits.items():
+        print(f"{name:36s} top-1 by ranking {np.mean(h):.4f} ({len(h)} questions)")
 
 
 if __name__ == "__main__":

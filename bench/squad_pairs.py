@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.answer import Engine
+from qa import train as tr
 from qa.retrieve import answer_type
-from qa.squad import GoldMap, folds_of, prepare
+from qa.squad import GoldMap, folds_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 
@@ -43,9 +43,7 @@ def main() -> None:
     ap.add_argument("--chats", action="store_true", help="also write follow-up chat pairs")
     args = ap.parse_args()
 
-    data, corpus, index = prepare(args.squad, args.work)
-    engine = Engine(index, corpus)
-    engine.ranker = None  # negatives from today's retriever
+    data, engine, _ = tr.open_squad(args.squad, args.work)  # no ranker: negatives from today's retriever
     retriever = engine.retriever()
     sentences = retriever.data.sentences
     gold = GoldMap(sentences)

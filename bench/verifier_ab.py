@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 
 from qa import train as tr
-from qa.answer import Engine
 from qa.eval import cross_validate, learned_summary
 from qa.rank import load_verifier
-from qa.squad import folds_of, prepare
+from qa.squad import folds_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 SHOWN = ("questions", "top1", "top1_ranking", "top3", "abstained_answerable", "abstained_dropped",
@@ -63,10 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    data, corpus, index = prepare(args.squad, args.work)
-    engine = Engine(index, corpus)
-    engine.ranker = None
-    questions = tr._questions(data, None)
+    data, engine, questions = tr.open_squad(args.squad, args.work)
     fold_of = folds_of(data, args.folds)
     base = tr.collect_cached(data, engine, questions, work=args.work, folds=args.folds)
     baseline = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.baseline, folds=args.folds)

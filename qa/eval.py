@@ -412,18 +412,15 @@ def evaluate_squad(
     """
     from qa import train as tr
     from qa.answer import AnswerSettings
-    from qa.squad import GoldMap, folds_of, follow_up_chats, prepare
+    from qa.squad import GoldMap, folds_of, follow_up_chats
 
-    data, corpus, index = prepare(path, tr._work(work), limit_articles=limit_articles)
-    engine = Engine(index, corpus)
-    engine.ranker = None
+    data, engine, questions = tr.open_squad(path, work, limit_articles=limit_articles, limit_questions=limit_questions)
     inputs = tuple(calibration or tr.DEFAULT_CALIBRATION_INPUTS)  # the calibrator's
     per_article = tr.fold_verifiers(data, verifier)
     if verifier is not None:
         from qa.rank import load_verifier
 
         engine.verifier = load_verifier(sorted(per_article.values())[0] if per_article else verifier)
-    questions = tr._questions(data, limit_questions)
     fold_of = folds_of(data, folds)
     examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier, folds=folds)
     result: dict[str, Any] = {"articles": len(data.articles), "questions": len(questions), "folds": folds,

@@ -273,10 +273,7 @@ def train(
 
     ``limit_articles`` / ``limit_questions`` (per article) make a small, quick run for tests.
     """
-    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles)
-    engine = Engine(index, corpus)
-    engine.ranker = None
-    questions = _questions(data, limit_questions)
+    data, engine, questions = open_squad(squad, work, limit_articles=limit_articles, limit_questions=limit_questions)
     fold_of = folds_of(data, folds)
     examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds)
     ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS)
@@ -324,6 +321,24 @@ def fold_verifiers(data: SquadData, verifier: str | os.PathLike[str] | None) -> 
     return {a: template.format(fold=f) for a, f in folds_of(data, n).items()}
 
 
+def open_squad(
+    squad: str | os.PathLike[str],
+    work: str | os.PathLike[str] | None = None,
+    *,
+    limit_articles: int | None = None,
+    limit_questions: int | None = None,
+) -> tuple[SquadData, Engine, list[SquadQuestion]]:
+    """A SQuAD file's data, an engine on its one-corpus index (built in ``work`` if needed) and its questions.
+
+    The engine has no ranker (the first stage: what the learned ranker's
+    features are collected from); ``limit_questions`` is per article.
+    """
+    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles)
+    engine = Engine(index, corpus)
+    engine.ranker = None
+    return data, engine, _questions(data, limit_questions)
+
+
 def _questions(data: SquadData, per_article: int | None) -> list[SquadQuestion]:
     if per_article is None:
         return list(data.questions)
@@ -355,20 +370,6 @@ def _examples_key(data: SquadData, engine: Engine, questions: Sequence[SquadQues
         data.sha256, retriever.data.manifest.version, list(FEATURES), DEPTH,
         [q.id for q in questions], retriever.settings.__dict__, engine.settings.__dict__, *extra,
     ], default=str).encode()).hexdigest()[:16]  # fmt: skip
-
-
-def _verifier_digests(data: SquadData, verifier: str | os.PathLike[str]) -> list[str]:
-    """What a verified cache depends on: the sha256 of each verifier file, in fold order.
-
-    By content, not path: a verifier retrained into the same folder gets new
-    scores, and moving the files keeps the cache.
-    """
-    per_article = fold_verifiers(data, verifier)
-    paths = sorted(set(per_article.values())) if per_article else [str(verifier)]
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise TrainError(f"no verifier file {missing[0]}")
-    return [sha256_file(p) for p in paths]
 
 
 def _load_examples(cache: Path, questions: Sequence[SquadQuestion]) -> list[Example] | None:
@@ -471,18 +472,21 @@ def collect_cached(
         _save_examples(base_cache, base)
     if verifier is None:
         return base
-    scorers = _verifier_digests(data, verifier)
+    per_article = fold_verifiers(data, verifier)
+    paths = sorted(set(per_article.values())) if per_article else [str(verifier)]
+    if missing := [p for p in paths if not Path(p).is_file()]:
+        raise TrainError(f"no verifier file {missing[0]}")
+    # Keyed by the files' content, not their paths: a verifier retrained in place is scored again.
+    scorers = [sha256_file(p) for p in paths]
     cache = work / f"examples-{_examples_key(data, engine, questions, scorers, 'cascade', folds, VERIFY_TOP)}.npz"
     verified = _load_examples(cache, questions)
     if verified is not None:
         return verified
     order_for = cascade_order(base, folds_of(data, folds))
-    per_article = fold_verifiers(data, verifier)
-    models = {path: load_verifier(path) for path in sorted(set(per_article.values()))} if per_article else {}
-    single = load_verifier(verifier) if per_article is None else None
+    models = {path: load_verifier(path) for path in paths}
 
     def verifier_for(q: SquadQuestion) -> Verifier:
-        return single if single is not None else models[per_article[q.article]]  # type: ignore[index]
+        return models[per_article[q.article] if per_article else paths[0]]
 
     verified = verify_examples(base, engine, verifier_for, order_for)
     _save_examples(cache, verified)

@@ -18,6 +18,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -112,14 +113,14 @@ def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
     """
     resolved = Path(path).resolve()
     try:
-        stat = resolved.stat()
+        info = resolved.stat()
     except OSError:
-        raise VerifierError(f"no verifier model at {resolved}") from None
-    key = (resolved, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        info = None
+    if info is None or not S_ISREG(info.st_mode):
+        raise VerifierError(f"no verifier model at {resolved}")
+    key = (resolved, info.st_size, info.st_mtime_ns, info.st_ino)
     with _lock:
         if key not in _verifiers:
-            if not resolved.is_file():
-                raise VerifierError(f"no verifier model at {resolved}")
             for old in [k for k in _verifiers if k[0] == resolved]:
                 del _verifiers[old]
             _verifiers[key] = OnnxVerifier(resolved)
