@@ -48,10 +48,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
     ap.add_argument("--verifier", default=None, help="per-fold template, as qa eval --squad --verifier")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--verify-margin", default=str(tr.VERIFY_MARGIN), help="as qa eval --verify-margin ('all': 5)")
     args = ap.parse_args()
+    margin = None if args.verify_margin == "all" else float(args.verify_margin)
     logging.basicConfig(level=logging.WARNING)
     data, engine, questions = tr.open_squad(args.squad, args.work)
-    examples = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.verifier, folds=args.folds)
+    examples = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.verifier, folds=args.folds,
+                                 verify_margin=margin)  # fmt: skip
     fold_of = folds_of(data, args.folds)
     use = tr.LEARNED + (("verifier", "verified") if args.verifier else ())
     cols = np.array([FEATURES.index(f) for f in use])

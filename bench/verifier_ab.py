@@ -9,7 +9,9 @@ command, or made now). ``--held-out`` is a fold verifier's ``verifier.json``:
 its ``held_out_articles`` are the articles compared. Each candidate verifier
 (trained with ``bench/train_verifier.py --folds 2 --holdout F``, so it never saw
 those articles either) reads the same five candidates the cascade's first
-ranker picks (``--top N``: its N best). For each verifier, on those
+ranker picks (``--top N``: its N best; ``--verify-margin``: less those that
+ranker puts that many logits behind its best, as answering does; default
+``qa.rank.VERIFY_MARGIN``, ``all`` reads all N). For each verifier, on those
 articles' questions: the verifier's own top-1 among the candidates it read,
 and the learned ranker and calibrator
 refit on its scores, cross-validated by article within those articles (the
@@ -38,14 +40,14 @@ SHOWN = ("questions", "top1", "top1_ranking", "top3", "abstained_answerable", "a
          "abstained_off_corpus")  # fmt: skip
 
 
-def summary(examples: Sequence[tr.Example], fold_of: dict[str, int]) -> dict[str, Any]:
+def summary(examples: Sequence[tr.Example], fold_of: dict[str, int], margin: float | None) -> dict[str, Any]:
     v = tr.FEATURES.index("verifier")
     own = [
         bool(e.labels[int(np.argmax(np.where(e.x[:, v + 1] > 0, e.x[:, v], -np.inf)))])
         for e in examples
         if e.condition == "answerable" and len(e.ids)
     ]
-    held, confs, thresholds, _ = cross_validate(examples, fold_of, tr.DEFAULT_CALIBRATION_INPUTS)
+    held, confs, thresholds, _ = cross_validate(examples, fold_of, tr.DEFAULT_CALIBRATION_INPUTS, margin)
     m = learned_summary(held, confs, thresholds)
     return {**{k: m.get(k) for k in SHOWN}, "verifier_own_top1": round(float(np.mean(own)), 4) if own else None}
 
@@ -59,22 +61,30 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--top", type=int, default=tr.VERIFY_TOP, help="candidates each verifier reads (the baseline: 5)")
+    ap.add_argument(
+        "--verify-margin", default=str(tr.VERIFY_MARGIN), help="logits behind the first ranker's best, or 'all'"
+    )
     args = ap.parse_args()
+    margin = None if args.verify_margin == "all" else float(args.verify_margin)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     data, engine, questions = tr.open_squad(args.squad, args.work)
     fold_of = folds_of(data, args.folds)
     base = tr.collect_cached(data, engine, questions, work=args.work, folds=args.folds)
-    baseline = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.baseline, folds=args.folds)
+    baseline = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.baseline, folds=args.folds,
+                                 verify_margin=margin)  # fmt: skip
     held = set(json.loads(args.held_out.read_text(encoding="utf-8"))["held_out_articles"])
-    order_for = tr.cascade_order(base, fold_of)  # as collect_cached picks the baseline's candidates
+    rows_for = tr.cascade_rows(base, fold_of, args.top, margin)  # as collect_cached picks the baseline's candidates
 
-    results = {"baseline " + args.baseline: summary([e for e in baseline if e.question.article in held], fold_of)}
+    results = {
+        "baseline " + args.baseline: summary([e for e in baseline if e.question.article in held], fold_of, margin)
+    }
     mine = [e for e in base if e.question.article in held]
     for path in args.candidates:
         verifier = load_verifier(path)
-        verified = tr.verify_examples(mine, engine, lambda q, v=verifier: v, order_for, top=args.top)
-        results[f"{path} (context: {verifier.reads_context}, top {args.top})"] = summary(verified, fold_of)
+        verified = tr.verify_examples(mine, engine, lambda q, v=verifier: v, rows_for)
+        name = f"{path} (context: {verifier.reads_context}, top {args.top}, margin {args.verify_margin})"
+        results[name] = summary(verified, fold_of, margin)
     print(json.dumps({"articles": sorted(held), "results": results}, indent=2))
 
 

@@ -385,7 +385,7 @@ class Engine:
                 follow_up=follow_up, depth=max(ranker.depth, k), question=question,
                 verifier=self.verifier if ranker.uses_verifier else None, verify_top=ranker.verify_top,
                 words=retriever.words, question_words=frozenset(retriever.tokens(question)),
-                verify_order=ranker.verify_order, preceding=retriever.context,
+                verify_rows=ranker.verify_rows, preceding=retriever.context,
             )  # fmt: skip
             ranked = ranker.rank(cand, x)
             ids, scores, confidence = ranked.ids, ranked.scores, ranked.confidence

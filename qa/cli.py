@@ -56,6 +56,33 @@ CALIBRATION = click.option(
 )
 
 
+def _verify_margin(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--verify-margin``: logits (a number ≥ 0), or "all" for every one of the first ranker's top 5."""
+    from qa.rank import VERIFY_MARGIN
+
+    if value is None:
+        return VERIFY_MARGIN
+    if value.strip().lower() == "all":
+        return None
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = -1.0
+    if not margin >= 0 or margin == float("inf"):
+        raise UserError(f"--verify-margin takes a number of logits ≥ 0 or 'all', not {value!r}")
+    return margin
+
+
+VERIFY_MARGIN_OPTION = click.option(
+    "--verify-margin",
+    default=None,
+    metavar="LOGITS|all",
+    callback=_verify_margin,
+    help="The verifier skips candidates the first ranker puts this far behind its best "
+    "(default qa.rank.VERIFY_MARGIN; 'all': it reads all 5).",
+)
+
+
 class UserError(click.ClickException):
     exit_code = 2
 
@@ -283,12 +310,13 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
 @click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
 @click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
 @CALIBRATION
+@VERIFY_MARGIN_OPTION
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
 @INDEX
 @JSON
 def eval_(
     questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
-    calibration: tuple[str, ...] | None, work: Path | None, index: Path, as_json: bool,
+    calibration: tuple[str, ...] | None, verify_margin: float | None, work: Path | None, index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -302,7 +330,7 @@ def eval_(
         raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
     if squad is not None:
         result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier,
-                      calibration=calibration)  # fmt: skip
+                      calibration=calibration, verify_margin=verify_margin)  # fmt: skip
         if as_json:
             _echo_json(result)
         else:
@@ -381,10 +409,11 @@ def _print_squad(r: dict[str, Any]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
 @click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
 @CALIBRATION
+@VERIFY_MARGIN_OPTION
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
 def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None,
-           calibration: tuple[str, ...] | None,
+           calibration: tuple[str, ...] | None, verify_margin: float | None,
            limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
     from qa.train import train
@@ -394,12 +423,15 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     parts += [f"--work {work}"] if work is not None else []
     parts += [f"--verifier '{verifier}'"] if verifier is not None else []
     parts += [f"--calibration {','.join(calibration)}"] if calibration else []
+    parts += (
+        [f"--verify-margin {'all' if verify_margin is None else f'{verify_margin:g}'}"] if verifier is not None else []
+    )
     parts += [f"--limit-articles {limit_articles}"] if limit_articles else []
     parts += [f"--limit-questions {limit_questions}"] if limit_questions else []
     command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
-                        calibration=calibration)  # fmt: skip
+                        calibration=calibration, verify_margin=verify_margin)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

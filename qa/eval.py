@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qa.answer import Engine
+from qa.rank import VERIFY_MARGIN
 from qa.types import Answer, QAError
 
 log = logging.getLogger(__name__)
@@ -352,11 +353,12 @@ def _method_summary(
 
 
 def cross_validate(
-    examples: Sequence[Any], fold_of: dict[str, int], inputs: Sequence[str]
+    examples: Sequence[Any], fold_of: dict[str, int], inputs: Sequence[str], verify_margin: float | None = VERIFY_MARGIN
 ) -> tuple[list[Any], list[float], list[float], dict[int, Any]]:
     """Fold by fold: ranker and calibrator fit on the other folds' articles (``qa.train.fit_full``), scored on this one.
 
-    Returns the held-out ``Scored`` examples, their confidences, their folds' thresholds, and each fold's ranker.
+    Returns the held-out ``Scored`` examples, their confidences, their folds' thresholds, and each fold's ranker
+    (``verify_margin``: the one the examples were verified with, for the rankers to answer with).
     """
     from qa import train as tr
 
@@ -371,7 +373,7 @@ def cross_validate(
         if not test or not train_ex:
             continue
         inner = {a: f for a, f in fold_of.items() if f != k and a in articles}
-        ranker, _ = tr.fit_full(train_ex, inner, inputs)
+        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin)
         rankers[k] = ranker
         for s in tr.score_examples(ranker, test, ranker.calibration):
             held.append(s)
@@ -400,6 +402,7 @@ def evaluate_squad(
     latency_questions: int = 200,
     verifier: str | os.PathLike[str] | None = None,
     calibration: Sequence[str] | None = None,
+    verify_margin: float | None = VERIFY_MARGIN,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -422,9 +425,12 @@ def evaluate_squad(
 
         engine.verifier = load_verifier(sorted(per_article.values())[0] if per_article else verifier)
     fold_of = folds_of(data, folds)
-    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier, folds=folds)
+    examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier, folds=folds,
+                                 verify_margin=verify_margin)  # fmt: skip
     result: dict[str, Any] = {"articles": len(data.articles), "questions": len(questions), "folds": folds,
                               "data_sha256": data.sha256}  # fmt: skip
+    if verifier is not None:
+        result["verify_margin"] = verify_margin
 
     baseline_threshold = AnswerSettings().abstain_below
     result["today"] = _method_summary(
@@ -435,7 +441,7 @@ def evaluate_squad(
         baseline_threshold,
         [e.seconds for e in examples],
     )
-    held, confs, thresholds, rankers = cross_validate(examples, fold_of, inputs)
+    held, confs, thresholds, rankers = cross_validate(examples, fold_of, inputs, verify_margin)
     if held:
         learned = learned_summary(held, confs, thresholds)
         # calibration and trade-off on the probabilities themselves
@@ -477,7 +483,7 @@ def evaluate_squad(
                 result[name]["chats_right"] = right
     # Latency of the whole answer() with a ranker fit on every fold, warm, one question at a time.
     if rankers and latency_questions:
-        full, _ = tr.fit_full(examples, fold_of, inputs)
+        full, _ = tr.fit_full(examples, fold_of, inputs, verify_margin)
         engine.ranker = full
         sample = [q.question for q in questions[:: max(1, len(questions) // latency_questions)]][:latency_questions]
         engine.answer(sample[0])

@@ -34,6 +34,10 @@ SHIPPED = MODELS / "ranker.json"
 # Candidates the verifier reads. Reading 3 saved 9 ms an answer but lost the article's answers that
 # the first ranker puts 4th or 5th (dev 19/20, held-out 17/20; README, "Latency").
 VERIFY_TOP = 5
+# ... less those the first ranker puts more than this many logits behind its best: a candidate that
+# far behind almost never wins (SQuAD, 5 folds: top-1 by ranking unchanged), and an answerable
+# question's verifier then reads 2 or 3 candidates, not 5 (README, "Latency").
+VERIFY_MARGIN = 4.0
 
 FEATURES: tuple[str, ...] = (
     "dense",  # cosine, sentence alone
@@ -116,14 +120,14 @@ def candidate_features(
     verify_top: int = VERIFY_TOP,
     words: Callable[[int], tuple[frozenset[str], frozenset[str]]] | None = None,
     question_words: frozenset[str] = frozenset(),
-    verify_order: Callable[[np.ndarray], np.ndarray] | None = None,
+    verify_rows: Callable[[np.ndarray], np.ndarray] | None = None,
     preceding: Callable[[int], str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sentence ids, feature matrix) of the ``depth`` best candidates by the first-stage score, in that order.
 
-    With a ``verifier``, it reads the question with the ``verify_top`` candidates
-    that come first in ``verify_order(features)`` (the cascade's first ranker,
-    :meth:`Ranker.verify_order`; default: the first-stage order) and its logits
+    With a ``verifier``, it reads the question with the candidates at positions
+    ``verify_rows(features)`` (the cascade's choice, :meth:`Ranker.verify_rows`;
+    default: the first ``verify_top`` in the first-stage order) and its logits
     fill "verifier" (see :func:`add_verification`).
     ``words(sentence id)`` gives (sentence words, passage words) for the overlap features;
     ``preceding(sentence id)`` what precedes a sentence, for a verifier that reads it.
@@ -181,8 +185,8 @@ def candidate_features(
     if _WHERE.search(question):
         x[:, col + 5] = [bool(_PLACE.search(sentences[i].text)) for i in ids]
     if verifier is not None:
-        order = verify_order(x) if verify_order is not None else np.arange(n)
-        x = add_verification(x, ids, question, sentences, verifier, order[:verify_top], preceding)
+        rows = verify_rows(x) if verify_rows is not None else np.arange(min(n, verify_top))
+        x = add_verification(x, ids, question, sentences, verifier, rows, preceding)
     return ids, x
 
 
@@ -271,6 +275,20 @@ def calibration_inputs(
     return np.array([values[n] if n in values else feature(n) for n in names])
 
 
+def select_verified(
+    x: np.ndarray, top: int, margin: float | None, pre_weights: np.ndarray | None, pre_bias: float = 0.0
+) -> np.ndarray:
+    """Positions the verifier reads: the ``top`` best under the first ranker ``x @ pre_weights + pre_bias``
+    (the first-stage order without one), less those more than ``margin`` logits behind the best."""
+    if pre_weights is None:
+        return np.arange(min(len(x), top))
+    pre = x @ pre_weights + pre_bias
+    rows = np.argsort(-pre, kind="stable")[:top]
+    if margin is not None and len(rows):
+        rows = rows[pre[rows] >= pre[rows[0]] - margin]
+    return rows
+
+
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
@@ -294,6 +312,9 @@ class Ranker:
     pre_weights: np.ndarray | None = None
     pre_bias: float = 0.0
     calibration: tuple[str, ...] = DEFAULT_CALIBRATION_INPUTS  # the calibrator's inputs, in its weights' order
+    # The verifier skips candidates the first ranker puts more than this many logits behind its best
+    # (None: it reads all ``verify_top``).
+    verify_margin: float | None = None
 
     @property
     def uses_verifier(self) -> bool:
@@ -304,6 +325,11 @@ class Ranker:
         if self.pre_weights is None:
             return np.arange(len(x))
         return np.argsort(-(x @ self.pre_weights + self.pre_bias), kind="stable")
+
+    def verify_rows(self, x: np.ndarray) -> np.ndarray:
+        """Positions of the candidates the verifier reads: the first ``verify_top`` in :meth:`verify_order`,
+        less those the first ranker puts more than ``verify_margin`` logits behind the first."""
+        return select_verified(x, self.verify_top, self.verify_margin, self.pre_weights, self.pre_bias)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weights + self.bias
@@ -336,6 +362,7 @@ class Ranker:
             "threshold": round(self.threshold, 6),
             "depth": self.depth,
             "verify_top": self.verify_top,
+            **({"verify_margin": self.verify_margin} if self.verify_margin is not None else {}),
             **({"pre": {"weights": [round(float(v), 6) for v in self.pre_weights], "bias": round(self.pre_bias, 6)}}
                if self.pre_weights is not None else {}),
             "meta": self.meta,
@@ -366,7 +393,8 @@ class Ranker:
             pre_weights = np.array([pre["weights"][pos[n]] if n in pos else 0.0 for n in FEATURES], dtype=np.float32)
         return cls(FEATURES, full[0], full[1], full[2], float(d["bias"]), calibrator, float(d["threshold"]),
                    int(d.get("depth", 30)), int(d.get("verify_top", 5)), dict(d.get("meta", {})),
-                   pre_weights, float(pre["bias"]) if pre is not None else 0.0, calibration)  # fmt: skip
+                   pre_weights, float(pre["bias"]) if pre is not None else 0.0, calibration,
+                   None if d.get("verify_margin") is None else float(d["verify_margin"]))  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)

@@ -36,6 +36,7 @@ from qa.answer import Engine
 from qa.rank import (
     DEFAULT_CALIBRATION_INPUTS,
     FEATURES,
+    VERIFY_MARGIN,
     VERIFY_TOP,
     Ranker,
     Verifier,
@@ -43,6 +44,7 @@ from qa.rank import (
     calibration_inputs,
     candidate_features,
     load_verifier,
+    select_verified,
 )
 from qa.retrieve import answer_type
 from qa.squad import GoldMap, SquadData, SquadQuestion, folds_of, prepare
@@ -229,9 +231,14 @@ def score_examples(
 
 
 def fit_full(
-    examples: Sequence[Example], fold_of: dict[str, int], calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS
+    examples: Sequence[Example],
+    fold_of: dict[str, int],
+    calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS,
+    verify_margin: float | None = VERIFY_MARGIN,
 ) -> tuple[Ranker, list[Scored]]:
     """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
+
+    ``verify_margin``: recorded for answering, as the examples were verified (:func:`collect_cached`).
 
     Returns the fitted ranker and the cross-fitted held-out scores it was calibrated on.
     """
@@ -253,7 +260,8 @@ def fit_full(
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
     pre_weights, pre_bias = fit_pre(examples) if ranker.uses_verifier else (None, 0.0)
     ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
-                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias, tuple(calibration))  # fmt: skip
+                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias, tuple(calibration),
+                    verify_margin if pre_weights is not None else None)  # fmt: skip
     return ranker, held
 
 
@@ -268,6 +276,7 @@ def train(
     command: str | None = None,
     verifier: str | os.PathLike[str] | None = None,
     calibration: Sequence[str] | None = None,
+    verify_margin: float | None = VERIFY_MARGIN,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -275,8 +284,9 @@ def train(
     """
     data, engine, questions = open_squad(squad, work, limit_articles=limit_articles, limit_questions=limit_questions)
     fold_of = folds_of(data, folds)
-    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds)
-    ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS)
+    examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds,
+                              verify_margin=verify_margin)  # fmt: skip
+    ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS, verify_margin)
     meta = {
         "data": Path(squad).name,
         "data_sha256": data.sha256,
@@ -411,34 +421,35 @@ def fit_pre(examples: Sequence[Example]) -> tuple[np.ndarray, float]:
     return raw.astype(np.float32), float(bias - float(np.dot(raw, mean)))
 
 
-def cascade_order(base: Sequence[Example], fold_of: dict[str, int]) -> Callable[[Example], np.ndarray]:
-    """Each example's candidates in the order of the cascade's first ranker (:func:`fit_pre`), as answering
-    picks the ones the verifier reads, that ranker fit without the example's fold's articles."""
+def cascade_rows(
+    base: Sequence[Example], fold_of: dict[str, int], top: int = VERIFY_TOP, margin: float | None = VERIFY_MARGIN
+) -> Callable[[Example], np.ndarray]:
+    """The candidates the verifier reads for each example, picked as answering picks them
+    (:meth:`qa.rank.Ranker.verify_rows`) by the cascade's first ranker (:func:`fit_pre`) fit without
+    the example's fold's articles: its ``top`` best, less those ``margin`` logits behind its best."""
     pres = {}
     for k in sorted(set(fold_of.values())):
         rest = [e for e in base if fold_of[e.question.article] != k]
         pres[k] = fit_pre(rest if any(e.labels.any() for e in rest) else base)
 
-    def order_for(e: Example) -> np.ndarray:
+    def rows_for(e: Example) -> np.ndarray:
         w, b = pres[fold_of[e.question.article]]
-        return np.argsort(-(e.x @ w + b), kind="stable")
+        return select_verified(e.x, top, margin, w, b)
 
-    return order_for
+    return rows_for
 
 
 def verify_examples(
     examples: Sequence[Example],
     engine: Engine,
     verifier_for: Callable[[SquadQuestion], Verifier],
-    order_for: Callable[[Example], np.ndarray],
-    *,
-    top: int = VERIFY_TOP,
+    rows_for: Callable[[Example], np.ndarray],
 ) -> list[Example]:
-    """``examples`` with the verifier's logits for the ``top`` candidates ``order_for(example)`` puts first."""
+    """``examples`` with the verifier's logits for the candidates at positions ``rows_for(example)``."""
     retriever = engine.retriever()
     out = []
     for n, e in enumerate(examples, 1):
-        rows = order_for(e)[:top]
+        rows = rows_for(e)
         x = add_verification(e.x, e.ids, e.question.question, retriever.data.sentences, verifier_for(e.question),
                              rows, retriever.context)  # fmt: skip
         out.append(Example(e.question, e.condition, e.ids, x, e.labels, e.seconds))
@@ -455,14 +466,16 @@ def collect_cached(
     work: Path,
     verifier: str | os.PathLike[str] | None = None,
     folds: int = 5,
+    verify_margin: float | None = VERIFY_MARGIN,
 ) -> list[Example]:
     """:func:`collect`, kept in ``work`` as ``.npz`` (no pickle) keyed by data, index, features and questions.
 
     With a ``verifier``, the candidates are collected first without it; then,
     for each question, a first ranker fit on the other ``folds``' articles
     (:func:`fit_pre`, as answering's cascade) picks the candidates the verifier
-    reads, and the verifier is the one that never saw the question's article when
-    ``verifier`` is a per-fold template (:func:`fold_verifiers`). Training after an
+    reads (:func:`cascade_rows`, ``verify_margin`` as answering), and the
+    verifier is the one that never saw the question's article when ``verifier``
+    is a per-fold template (:func:`fold_verifiers`). Training after an
     evaluation on the same data reuses the candidates instead of asking again.
     """
     base_cache = work / f"examples-{_examples_key(data, engine, questions, None)}.npz"
@@ -478,16 +491,18 @@ def collect_cached(
         raise TrainError(f"no verifier file {missing[0]}")
     # Keyed by the files' content, not their paths: a verifier retrained in place is scored again.
     scorers = [sha256_file(p) for p in paths]
-    cache = work / f"examples-{_examples_key(data, engine, questions, scorers, 'cascade', folds, VERIFY_TOP)}.npz"
+    margin = () if verify_margin is None else (verify_margin,)  # files verified before margins keep their key
+    key = _examples_key(data, engine, questions, scorers, "cascade", folds, VERIFY_TOP, *margin)
+    cache = work / f"examples-{key}.npz"
     verified = _load_examples(cache, questions)
     if verified is not None:
         return verified
-    order_for = cascade_order(base, folds_of(data, folds))
+    rows_for = cascade_rows(base, folds_of(data, folds), VERIFY_TOP, verify_margin)
     models = {path: load_verifier(path) for path in paths}
 
     def verifier_for(q: SquadQuestion) -> Verifier:
         return models[per_article[q.article] if per_article else paths[0]]
 
-    verified = verify_examples(base, engine, verifier_for, order_for)
+    verified = verify_examples(base, engine, verifier_for, rows_for)
     _save_examples(cache, verified)
     return verified

@@ -137,6 +137,60 @@ def test_the_verifier_reads_the_first_rankers_best_and_the_file_keeps_its_inputs
     assert isinstance(again, Ranker)
 
 
+class CountingVerifier:
+    """The real verifier, counting the sentences each question makes it read."""
+
+    def __init__(self) -> None:
+        from qa.verify import load_verifier
+
+        self.inner = load_verifier(DEFAULT_VERIFIER)
+        self.reads_context = self.inner.reads_context
+        self.read: list[int] = []
+
+    def scores(self, question: str, sentences: list[str], contexts: list[str] | None = None) -> np.ndarray:
+        self.read.append(len(sentences))
+        return self.inner.scores(question, sentences, contexts)
+
+
+def test_the_verifier_skips_candidates_far_behind_the_first_rankers_best(tmp_path: Path, article_index: Path) -> None:
+    from dataclasses import replace
+
+    from qa.rank import VERIFY_MARGIN, select_verified
+
+    pre = np.zeros(len(FEATURES), dtype=np.float32)
+    pre[FEATURES.index("length")] = 1.0  # a first ranker that scores a candidate by its "length" feature
+    x = np.zeros((6, len(FEATURES)), dtype=np.float32)
+    x[:, FEATURES.index("length")] = [5.0, 0.5, 4.5, 2.0, 0.9, 6.0]
+    assert list(select_verified(x, 5, None, pre)) == [5, 0, 2, 3, 4]
+    assert list(select_verified(x, 5, 4.0, pre)) == [5, 0, 2, 3]  # 0.9 is 5.1 behind the best, 6.0
+    assert list(select_verified(x, 5, 0.0, pre)) == [5]
+    assert list(select_verified(x, 3, 4.0, None)) == [0, 1, 2]  # no first ranker: the first-stage order
+    ranker = replace(load_ranker(), pre_weights=pre, pre_bias=0.0, verify_margin=4.0)
+    assert list(ranker.verify_rows(x)) == [5, 0, 2, 3]
+    # the margin survives the file; a file written before margins has the verifier read all five
+    path = ranker.save(tmp_path / "r.json")
+    assert load_ranker(path).verify_margin == 4.0
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["verify_margin"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_ranker(path).verify_margin is None
+    # the shipped ranker: a clear question has the verifier read fewer than five sentences, same answer
+    shipped = load_ranker()
+    assert shipped.verify_margin == VERIFY_MARGIN
+    question = "How many vehicles did Mitsubishi sell in Southeast Asia?"
+    engine = Engine(article_index)
+    answers = {}
+    for margin in (VERIFY_MARGIN, None):
+        engine.ranker = replace(shipped, verify_margin=margin)
+        engine.verifier = counting = CountingVerifier()
+        answers[margin] = engine.answer(question)
+        assert len(counting.read) == 1
+        assert (counting.read[0] < 5) if margin is not None else (counting.read[0] == 5)
+    assert "280,000" in answers[VERIFY_MARGIN].sources[0].text and not answers[VERIFY_MARGIN].abstained
+    first, all_five = answers[VERIFY_MARGIN].sources[0], answers[None].sources[0]
+    assert (first.doc, first.start, first.end) == (all_five.doc, all_five.start, all_five.end)
+
+
 def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path) -> None:
     """The SQuAD example cache follows the verifier's content: no stale scores after a retrain in place."""
     squad = write_tiny_squad(tmp_path)
@@ -152,6 +206,10 @@ def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path)
         return np.asarray(json.loads(out.read_text(encoding="utf-8"))["weights"], dtype=float)
 
     before = train(tmp_path / "r1.json")
+    saved = json.loads((tmp_path / "r1.json").read_text(encoding="utf-8"))
+    assert saved["verify_margin"] == 4.0 and "--verify-margin 4 " in saved["meta"]["command"]
+    bad = CliRunner().invoke(main, ["train", "--squad", str(squad), "--verifier", str(model), "--verify-margin", "-1"])
+    assert bad.exit_code == 2 and "--verify-margin takes a number of logits" in bad.output
     # retrain into the same folder: a one-layer model on two pairs scores differently
     pairs = tmp_path / "pairs.jsonl"
     rows = [{"article": "A.txt", "question": "Who is the mayor?", "sentence": s, "label": y, "kind": "gold"}
