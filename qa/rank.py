@@ -320,15 +320,9 @@ class Ranker:
     def uses_verifier(self) -> bool:
         return bool(self.weights[FEATURES.index("verifier")] or self.weights[FEATURES.index("verified")])
 
-    def verify_order(self, x: np.ndarray) -> np.ndarray:
-        """Candidate positions, the ones the verifier should read first."""
-        if self.pre_weights is None:
-            return np.arange(len(x))
-        return np.argsort(-(x @ self.pre_weights + self.pre_bias), kind="stable")
-
     def verify_rows(self, x: np.ndarray) -> np.ndarray:
-        """Positions of the candidates the verifier reads: the first ``verify_top`` in :meth:`verify_order`,
-        less those the first ranker puts more than ``verify_margin`` logits behind the first."""
+        """Positions of the candidates the verifier reads: the first ranker's ``verify_top`` best, less
+        those it puts more than ``verify_margin`` logits behind its best (:func:`select_verified`)."""
         return select_verified(x, self.verify_top, self.verify_margin, self.pre_weights, self.pre_bias)
 
     def score(self, x: np.ndarray) -> np.ndarray:

@@ -111,17 +111,17 @@ def test_the_verifier_reads_the_first_rankers_best_and_the_file_keeps_its_inputs
     pre = np.zeros(len(FEATURES), dtype=np.float32)
     pre[FEATURES.index("length")] = 1.0
     ranker = replace(shipped, pre_weights=pre, pre_bias=0.0, calibration=("top", "verifier_max"),
-                     calibrator=(1.0, 0.5, -1.0))  # fmt: skip
+                     calibrator=(1.0, 0.5, -1.0), verify_top=2, verify_margin=None)  # fmt: skip
     x = np.zeros((4, len(FEATURES)), dtype=np.float32)
     x[:, FEATURES.index("length")] = [1.0, 4.0, 2.0, 3.0]
-    assert list(ranker.verify_order(x)[:2]) == [1, 3]
+    assert list(ranker.verify_rows(x)) == [1, 3]
     verifier = KeywordVerifier("x")
 
     class Sent:
         def __init__(self, text: str) -> None:
             self.text = text
 
-    verified = add_verification(x, np.arange(4), "q", [Sent(t) for t in "abcd"], verifier, ranker.verify_order(x)[:2])
+    verified = add_verification(x, np.arange(4), "q", [Sent(t) for t in "abcd"], verifier, ranker.verify_rows(x))
     read = verified[:, FEATURES.index("verified")]
     assert list(read) == [0.0, 1.0, 0.0, 1.0] and verifier.calls == 1
     # the cascade and the named calibrator inputs survive the file
