@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from qa import train as tr
-from qa.rank import FEATURES
+from qa.rank import FEATURES, parse_verify_margin
 from qa.squad import folds_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
@@ -48,9 +48,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
     ap.add_argument("--verifier", default=None, help="per-fold template, as qa eval --squad --verifier")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--verify-margin", default=str(tr.VERIFY_MARGIN), help="as qa eval --verify-margin ('all': 5)")
+    ap.add_argument("--verify-margin", type=parse_verify_margin, default=tr.VERIFY_MARGIN,
+                    help="as qa eval --verify-margin ('all': 5)")  # fmt: skip
     args = ap.parse_args()
-    margin = None if args.verify_margin == "all" else float(args.verify_margin)
+    margin = args.verify_margin
     logging.basicConfig(level=logging.WARNING)
     data, engine, questions = tr.open_squad(args.squad, args.work)
     examples = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.verifier, folds=args.folds,

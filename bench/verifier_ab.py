@@ -32,7 +32,7 @@ import numpy as np
 
 from qa import train as tr
 from qa.eval import cross_validate, learned_summary
-from qa.rank import load_verifier
+from qa.rank import load_verifier, parse_verify_margin
 from qa.squad import folds_of
 
 DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
@@ -61,11 +61,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--top", type=int, default=tr.VERIFY_TOP, help="candidates each verifier reads (the baseline: 5)")
-    ap.add_argument(
-        "--verify-margin", default=str(tr.VERIFY_MARGIN), help="logits behind the first ranker's best, or 'all'"
-    )
+    ap.add_argument("--verify-margin", type=parse_verify_margin, default=tr.VERIFY_MARGIN,
+                    help="logits behind the first ranker's best, or 'all'")  # fmt: skip
     args = ap.parse_args()
-    margin = None if args.verify_margin == "all" else float(args.verify_margin)
+    margin = args.verify_margin
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     data, engine, questions = tr.open_squad(args.squad, args.work)
@@ -83,7 +82,8 @@ def main() -> None:
     for path in args.candidates:
         verifier = load_verifier(path)
         verified = tr.verify_examples(mine, engine, lambda q, v=verifier: v, rows_for)
-        name = f"{path} (context: {verifier.reads_context}, top {args.top}, margin {args.verify_margin})"
+        shown = "all" if margin is None else margin
+        name = f"{path} (context: {verifier.reads_context}, top {args.top}, margin {shown})"
         results[name] = summary(verified, fold_of, margin)
     print(json.dumps({"articles": sorted(held), "results": results}, indent=2))
 

@@ -383,7 +383,7 @@ class Engine:
             cand, x = candidate_features(
                 c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
                 follow_up=follow_up, depth=max(ranker.depth, k), question=question,
-                verifier=self.verifier if ranker.uses_verifier else None, verify_top=ranker.verify_top,
+                verifier=self.verifier if ranker.uses_verifier else None,
                 words=retriever.words, question_words=frozenset(retriever.tokens(question)),
                 verify_rows=ranker.verify_rows, preceding=retriever.context,
             )  # fmt: skip

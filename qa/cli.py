@@ -58,19 +58,14 @@ CALIBRATION = click.option(
 
 def _verify_margin(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """``--verify-margin``: logits (a number ≥ 0), or "all" for every one of the first ranker's top 5."""
-    from qa.rank import VERIFY_MARGIN
+    from qa.rank import VERIFY_MARGIN, parse_verify_margin
 
     if value is None:
         return VERIFY_MARGIN
-    if value.strip().lower() == "all":
-        return None
     try:
-        margin = float(value)
+        return parse_verify_margin(value)
     except ValueError:
-        margin = -1.0
-    if not margin >= 0 or margin == float("inf"):
-        raise UserError(f"--verify-margin takes a number of logits ≥ 0 or 'all', not {value!r}")
-    return margin
+        raise UserError(f"--verify-margin takes a number of logits ≥ 0 or 'all', not {value!r}") from None
 
 
 VERIFY_MARGIN_OPTION = click.option(

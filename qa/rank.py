@@ -275,6 +275,19 @@ def calibration_inputs(
     return np.array([values[n] if n in values else feature(n) for n in names])
 
 
+def parse_verify_margin(text: str) -> float | None:
+    """A verify margin as typed: a number of logits ≥ 0, or "all" (None: the verifier reads all ``verify_top``).
+
+    Raises ``ValueError`` for anything else.
+    """
+    if text.strip().lower() == "all":
+        return None
+    margin = float(text)
+    if not 0 <= margin < math.inf:
+        raise ValueError(f"a verify margin is a number of logits ≥ 0 or 'all', not {text!r}")
+    return margin
+
+
 def select_verified(
     x: np.ndarray, top: int, margin: float | None, pre_weights: np.ndarray | None, pre_bias: float = 0.0
 ) -> np.ndarray:
