@@ -199,8 +199,16 @@ def fit_calibrator(inputs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
 
 
 def ranker_from(mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float) -> Ranker:
-    return Ranker(FEATURES, mean.astype(np.float32), scale.astype(np.float32), weights.astype(np.float32),
-                  bias, (1.0, 0.0, 0.0), 0.0, DEPTH)  # fmt: skip
+    return Ranker(
+        features=FEATURES,
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=weights.astype(np.float32),
+        bias=bias,
+        calibrator=(1.0, 0.0, 0.0),
+        threshold=0.0,
+        depth=DEPTH,
+    )
 
 
 @dataclass(frozen=True)
@@ -259,9 +267,16 @@ def fit_full(
     answerable = np.array([h.example.condition == "answerable" for h in held])
     threshold = float(np.quantile(conf[answerable], ABSTAIN_QUANTILE)) if answerable.any() else 0.5
     pre_weights, pre_bias = fit_pre(examples) if ranker.uses_verifier else (None, 0.0)
-    ranker = Ranker(ranker.features, ranker.mean, ranker.scale, ranker.weights, ranker.bias, calibrator,
-                    threshold, DEPTH, VERIFY_TOP, {}, pre_weights, pre_bias, tuple(calibration),
-                    verify_margin if pre_weights is not None else None)  # fmt: skip
+    ranker = dataclasses.replace(
+        ranker,
+        calibrator=calibrator,
+        threshold=threshold,
+        verify_top=VERIFY_TOP,
+        pre_weights=pre_weights,
+        pre_bias=pre_bias,
+        calibration=tuple(calibration),
+        verify_margin=verify_margin if pre_weights is not None else None,
+    )
     return ranker, held
 
 
