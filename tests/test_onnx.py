@@ -87,6 +87,18 @@ def test_export_is_verified_and_described() -> None:
     assert encoder.describe()["export"] == encoder.export_id
 
 
+def test_export_builds_the_attention_mask_once_and_drops_the_softmax_guard() -> None:
+    # The pruned graph gives the same vectors (the agreement tests above); here, the work it no longer does.
+    import onnx
+
+    folder = export_folder(get_encoder(DEFAULT_MODEL).export_id)
+    nodes = onnx.load(str(folder / "model.onnx")).graph.node
+    masks = [n for n in nodes if n.op_type == "Where" and n.name.endswith("attention/self/Where")]
+    assert len(masks) == 1  # one per model, not one per layer
+    assert not [n for n in nodes if n.op_type == "IsNaN"]
+    assert json.loads((folder / "export.json").read_text())["pruned_nodes"] > 0
+
+
 def test_manifest_records_the_encoder_and_another_export_makes_the_index_stale(
     make_corpus, tmp_path: Path, article_text: str
 ) -> None:
