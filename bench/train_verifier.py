@@ -16,7 +16,8 @@ decay, on the GPU when there is one, else on the CPU (same code, same seed).
 ``--folds N --holdout F`` leaves out the articles whose index in file order
 is F modulo N (as ``qa eval --squad --folds N`` does), for cross-validation.
 
-Writes to ``--out``: ``verifier.onnx`` (fp32, exported with torch),
+Writes to ``--out``: ``verifier.onnx`` (fp32, exported with torch, then
+the attention work the export repeats pruned by ``qa.export.prune_attention_ops``),
 ``verifier-int8.onnx`` (dynamic int8 quantisation of MatMul and Gather: the
 shipped file), ``tokenizer.json`` and ``verifier.json`` (settings, data
 sha256, training loss, agreement of int8 with fp32). Needs torch, which
@@ -265,6 +266,9 @@ def export(model: Any, out: Path) -> None:
             dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "logit": {0: "batch"}},
             opset_version=17, dynamo=False,
         )  # fmt: skip
+    from qa.export import prune_attention_ops
+
+    prune_attention_ops(out / "verifier.onnx")  # the attention work the export repeats; same logits
 
 
 def session(path: Path, threads: int = 0):  # type: ignore[no-untyped-def]

@@ -34,7 +34,9 @@ from qa.types import QAError
 
 log = logging.getLogger(__name__)
 
-RECIPE = 3  # bump when the export (graph, pooling, tokenizer settings) changes; 3: attention ops pruned (2: int8-documents branch)
+# Bump when the export (graph, pooling, tokenizer settings) changes. 3: attention work pruned
+# (prune_attention_ops); 2 was taken by the int8-documents branch.
+RECIPE = 3
 OPSET = 17
 MIN_COSINE = 0.9999  # the export must agree with sentence-transformers at least this well
 

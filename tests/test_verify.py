@@ -15,7 +15,7 @@ from qa.embed import threads
 from qa.verify import DEFAULT_VERIFIER, VerifierError, load_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_SHA256 = "d7d113e2a21c0c75fb69e3745ab7f3c835c0d4752362e6cf55c35bfd73179c40"
+SHIPPED_SHA256 = "71eb91ee43207e42ca34253246f70967d63634e663ba7c55ed7756349ce2e675"
 
 SOLD = "Mitsubishi Motors sold about 280,000 vehicles in Southeast Asia last fiscal year, more than Nissan or Renault."
 STAKE = "Nissan became Mitsubishi Motors’ top shareholder in 2016, taking a 34% stake."
