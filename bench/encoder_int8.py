@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa.embed import OnnxEncoder, default_model, get_encoder
-from qa.eval import load_beir, retrieval_metrics
+from qa.eval import dense_run, load_beir, retrieval_metrics
 
 
 def bbc_paragraphs(zip_path: Path, n: int) -> list[str]:
@@ -49,6 +49,13 @@ def bbc_paragraphs(zip_path: Path, n: int) -> list[str]:
             if len(texts) >= n:
                 break
     return texts[:n]
+
+
+def export_copy(source: Path, folder: Path) -> Path:
+    """A fresh copy of the export folder (tokenizer, settings), for a variant to write its ``model.onnx`` into."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(source, folder)
+    return folder / "model.onnx"
 
 
 def squad_sentences(path: Path, n: int) -> list[str]:
@@ -82,11 +89,9 @@ def static_variant(source: Path, out: Path, calibration: list[str], exclude: lis
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(source, out)
     quantize_static(
         str(source / "model.onnx"),
-        str(out / "model.onnx"),
+        str(export_copy(source, out)),
         Batches(),
         quant_format=QuantFormat.QOperator,
         per_channel=True,
@@ -152,9 +157,7 @@ def per_token_variant(source: Path, out: Path) -> OnnxEncoder:
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + [numpy_helper.from_array(v, k) for k, v in constants.items()])
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(source, out)
-    onnx.save(model, str(out / "model.onnx"))
+    onnx.save(model, str(export_copy(source, out)))
     return OnnxEncoder(out)
 
 
@@ -172,11 +175,9 @@ def variants(source: Path, out: Path, squad: Path | None) -> dict[str, OnnxEncod
     made = {}
     for i, (name, extra) in enumerate(settings.items()):
         folder = out / f"v{i}"
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(source, folder)
         quantize_dynamic(
             str(source / "model.onnx"),
-            str(folder / "model.onnx"),
+            str(export_copy(source, folder)),
             op_types_to_quantize=["MatMul"],
             weight_type=QuantType.QInt8,
             **extra,
@@ -196,12 +197,9 @@ def scifact(encoder: OnnxEncoder, fp32: OnnxEncoder, folder: Path) -> tuple[dict
     started = time.perf_counter()
     docs = encoder.encode([f"{t} {x}".strip() for t, x in (corpus[i] for i in ids)])
     seconds = time.perf_counter() - started
-    runs = []
-    for query_encoder in (encoder, fp32):
-        scores = query_encoder.encode([queries[q] for q in qids]) @ docs.T
-        run = {q: {ids[j]: float(scores[r, j]) for j in np.argsort(-scores[r])[:100]} for r, q in enumerate(qids)}
-        runs.append(retrieval_metrics(run, qrels))
-    return runs[0], runs[1], seconds
+    texts = [queries[q] for q in qids]
+    same, by_fp32 = (retrieval_metrics(dense_run(e.encode(texts), docs, qids, ids), qrels) for e in (encoder, fp32))
+    return same, by_fp32, seconds
 
 
 def main() -> None:

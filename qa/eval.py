@@ -197,6 +197,15 @@ def retrieval_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[st
     }
 
 
+def dense_run(
+    q_vectors: np.ndarray, doc_vectors: np.ndarray, qids: list[str], ids: list[str], depth: int = 100
+) -> dict[str, dict[str, float]]:
+    """Each query's ``depth`` best documents by cosine (rows are unit vectors), as ``retrieval_metrics`` reads."""
+    scores = q_vectors @ doc_vectors.T
+    tops = np.argsort(-scores, axis=1)[:, :depth]
+    return {qid: {ids[j]: float(scores[row, j]) for j in tops[row]} for row, qid in enumerate(qids)}
+
+
 def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Whole-document retrieval on a BEIR data set: dense-only and the shipped retriever.
 
@@ -222,12 +231,7 @@ def evaluate_beir(folder: str | os.PathLike[str], *, work: str | os.PathLike[str
         np.save(cached, doc_vectors, allow_pickle=False)
     qids = list(queries)
     q_vectors = encoder.encode([queries[q] for q in qids])
-    scores = q_vectors @ doc_vectors.T
-    dense_run = {}
-    for row, qid in enumerate(qids):
-        top = np.argsort(-scores[row])[:100]
-        dense_run[qid] = {ids[j]: float(scores[row, j]) for j in top}
-    results: dict[str, Any] = {"dense": retrieval_metrics(dense_run, qrels)}
+    results: dict[str, Any] = {"dense": retrieval_metrics(dense_run(q_vectors, doc_vectors, qids, ids), qrels)}
 
     docs_dir = work_dir / "corpus"
     if not docs_dir.exists():

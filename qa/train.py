@@ -271,7 +271,6 @@ def fit_full(
         ranker,
         calibrator=calibrator,
         threshold=threshold,
-        verify_top=VERIFY_TOP,
         pre_weights=pre_weights,
         pre_bias=pre_bias,
         calibration=tuple(calibration),
