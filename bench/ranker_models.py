@@ -11,18 +11,14 @@ per fold and weighted over the folds. Needs scikit-learn (``.[train]``).
 
 from __future__ import annotations
 
-import argparse
-import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+import squad_cv  # bench/ is this script's folder, so first on sys.path
 
 from qa import train as tr
-from qa.rank import FEATURES, parse_verify_margin
+from qa.rank import FEATURES
 from qa.squad import folds_of
-
-DEFAULT = "../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz"
 
 
 def trees() -> dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
@@ -43,19 +39,8 @@ def trees() -> dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--squad", default=DEFAULT)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/qa-squad-work"))
-    ap.add_argument("--verifier", default=None, help="per-fold template, as qa eval --squad --verifier")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--verify-margin", type=parse_verify_margin, default=tr.VERIFY_MARGIN,
-                    help="as qa eval --verify-margin ('all': 5)")  # fmt: skip
-    args = ap.parse_args()
-    margin = args.verify_margin
-    logging.basicConfig(level=logging.WARNING)
-    data, engine, questions = tr.open_squad(args.squad, args.work)
-    examples = tr.collect_cached(data, engine, questions, work=args.work, verifier=args.verifier, folds=args.folds,
-                                 verify_margin=margin)  # fmt: skip
+    args = squad_cv.parser(__doc__.split("\n")[0]).parse_args()
+    data, _, _, examples = squad_cv.load(args)
     fold_of = folds_of(data, args.folds)
     use = tr.LEARNED + (("verifier", "verified") if args.verifier else ())
     cols = np.array([FEATURES.index(f) for f in use])
