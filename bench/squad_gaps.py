@@ -29,8 +29,8 @@ import squad_cv  # bench/ is this script's folder, so first on sys.path
 
 from qa import train as tr
 from qa.eval import MAX_HIT_CHARS, cross_validate
-from qa.rank import load_verifier
-from qa.squad import GoldMap, folds_of, follow_up_chats
+from qa.rank import Verifier, load_verifier
+from qa.squad import GoldMap, SquadQuestion, folds_of, follow_up_chats
 
 ANSWERABLE_ABSTAINED = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -89,12 +89,12 @@ def main() -> None:
         "dropped_top_holds_answer_string": round(float(np.mean(restated)), 4),
     }
     gold = GoldMap(sentences)
-    verifiers: dict[str, object] = {}
+    verifiers: dict[str, Verifier] = {}
 
-    def right(question: str, chat_question: object, history: list[str]) -> bool:
+    def right(question: str, chat_question: SquadQuestion, history: list[str]) -> bool:
         answer = engine.answer(question, history=history)
         top = answer.sources[0] if answer.sources else None
-        covering = (gold.sentences[i] for i in gold.covering(chat_question))  # type: ignore[arg-type]
+        covering = (gold.sentences[i] for i in gold.covering(chat_question))
         return bool(top and not answer.abstained and len(top.text) <= MAX_HIT_CHARS
                     and any(s.doc == top.doc and s.start == top.start for s in covering))  # fmt: skip
 
@@ -106,7 +106,7 @@ def main() -> None:
             path = per_article[chat.question.article]
             if path not in verifiers:
                 verifiers[path] = load_verifier(path)
-            engine.verifier = verifiers[path]  # type: ignore[assignment]
+            engine.verifier = verifiers[path]
         h = right(chat.turns[-1], chat.question, list(chat.turns[:-1]))
         s = right(chat.question.question, chat.question, [])
         with_history, alone = with_history + h, alone + s
