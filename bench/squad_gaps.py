@@ -28,9 +28,8 @@ import numpy as np
 import squad_cv  # bench/ is this script's folder, so first on sys.path
 
 from qa import train as tr
-from qa.eval import MAX_HIT_CHARS, cross_validate
-from qa.rank import Verifier, load_verifier
-from qa.squad import GoldMap, SquadQuestion, folds_of, follow_up_chats
+from qa.eval import chats_by_fold, cross_validate, squad_hit
+from qa.squad import GoldMap, folds_of, follow_up_chats
 
 ANSWERABLE_ABSTAINED = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -50,7 +49,6 @@ def rank_auc(positive: np.ndarray, negative: np.ndarray) -> float:
 def main() -> None:
     args = squad_cv.parser(__doc__.split("\n")[0]).parse_args()
     data, engine, _, examples = squad_cv.load(args)
-    per_article = tr.fold_verifiers(data, args.verifier)
     fold_of = folds_of(data, args.folds)
     held, confs_list, thresholds, rankers = cross_validate(
         examples, fold_of, tuple(tr.DEFAULT_CALIBRATION_INPUTS), args.verify_margin
@@ -89,28 +87,14 @@ def main() -> None:
         "dropped_top_holds_answer_string": round(float(np.mean(restated)), 4),
     }
     gold = GoldMap(sentences)
-    verifiers: dict[str, Verifier] = {}
-
-    def right(question: str, chat_question: SquadQuestion, history: list[str]) -> bool:
-        answer = engine.answer(question, history=history)
-        top = answer.sources[0] if answer.sources else None
-        covering = (gold.sentences[i] for i in gold.covering(chat_question))
-        return bool(top and not answer.abstained and len(top.text) <= MAX_HIT_CHARS
-                    and any(s.doc == top.doc and s.start == top.start for s in covering))  # fmt: skip
-
     with_history = alone = only_with = only_alone = 0
     chats = follow_up_chats(data)
-    for chat in chats:
-        engine.ranker = rankers.get(fold_of[chat.question.article])
-        if per_article:
-            path = per_article[chat.question.article]
-            if path not in verifiers:
-                verifiers[path] = load_verifier(path)
-            engine.verifier = verifiers[path]
-        h = right(chat.turns[-1], chat.question, list(chat.turns[:-1]))
-        s = right(chat.question.question, chat.question, [])
-        with_history, alone = with_history + h, alone + s
-        only_with, only_alone = only_with + (h and not s), only_alone + (s and not h)
+    for chat in chats_by_fold(engine, chats, rankers, fold_of, tr.fold_verifiers(data, args.verifier)):
+        right_with = squad_hit(engine.answer(chat.turns[-1], history=list(chat.turns[:-1])), gold, chat.question)
+        right_alone = squad_hit(engine.answer(chat.question.question), gold, chat.question)
+        with_history, alone = with_history + right_with, alone + right_alone
+        only_with += right_with and not right_alone
+        only_alone += right_alone and not right_with
     out["chats"] = {"chats": len(chats), "right_with_history": with_history, "last_question_alone_right": alone,
                     "right_only_with_history": only_with, "right_only_alone": only_alone}  # fmt: skip
     print(json.dumps(out, indent=1))

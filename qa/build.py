@@ -329,30 +329,54 @@ def _count_files(
     report["removed"] = sum(gone.values())
 
 
-def _matching_rows(keys: np.ndarray, old_keys: np.ndarray | None) -> np.ndarray:
-    """For each content key, a row of the previous index with that key, or -1.
+class _OldKeys:
+    """The previous index's content keys, sorted once, on first use.
 
-    A key held by several new rows (a text repeated across documents) gets
-    distinct old rows as long as the old index has as many, so an updated IVF
-    index keeps every vector in place instead of adding copies again.
+    The early embedder asks which new keys they hold (at a hand-over only);
+    the build then asks at which rows. Both share the one sort.
     """
-    if old_keys is None or not len(old_keys) or not len(keys):
-        return np.full(len(keys), -1, dtype=np.int64)
-    old_keys = np.asarray(old_keys).reshape(-1)
-    old_order = np.argsort(old_keys, kind="stable")
-    sorted_old = old_keys[old_order]
-    lo = np.searchsorted(sorted_old, keys, side="left")
-    hi = np.searchsorted(sorted_old, keys, side="right")
-    # occurrence: 0 for the first new row with a key, 1 for the second, ...
-    new_order = np.argsort(keys, kind="stable")
-    sorted_new = keys[new_order]
-    starts = np.flatnonzero(np.r_[True, sorted_new[1:] != sorted_new[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    occurrence = np.empty(len(keys), dtype=np.int64)
-    occurrence[new_order] = np.arange(len(keys)) - group_start
-    found = hi > lo
-    pick = np.where(found, lo + np.minimum(occurrence, np.maximum(hi - lo - 1, 0)), 0)
-    return np.where(found, old_order[pick], -1).astype(np.int64)
+
+    def __init__(self, keys: np.ndarray | None) -> None:
+        self._keys = np.asarray(keys).reshape(-1) if keys is not None else np.zeros(0, dtype="S32")
+        self._order: np.ndarray | None = None
+        self._sorted = self._keys
+
+    def _sort(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._order is None:
+            self._order = np.argsort(self._keys, kind="stable")
+            self._sorted = self._keys[self._order]
+        return self._order, self._sorted
+
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """For each key, whether the previous index has a vector for it."""
+        if not len(self._keys) or not len(keys):
+            return np.zeros(len(keys), dtype=bool)
+        _, sorted_old = self._sort()
+        at = np.minimum(np.searchsorted(sorted_old, keys), len(sorted_old) - 1)
+        return np.asarray(sorted_old[at] == keys)
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """For each content key, a row of the previous index with that key, or -1.
+
+        A key held by several new rows (a text repeated across documents) gets
+        distinct old rows as long as the old index has as many, so an updated IVF
+        index keeps every vector in place instead of adding copies again.
+        """
+        if not len(self._keys) or not len(keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        old_order, sorted_old = self._sort()
+        lo = np.searchsorted(sorted_old, keys, side="left")
+        hi = np.searchsorted(sorted_old, keys, side="right")
+        # occurrence: 0 for the first new row with a key, 1 for the second, ...
+        new_order = np.argsort(keys, kind="stable")
+        sorted_new = keys[new_order]
+        starts = np.flatnonzero(np.r_[True, sorted_new[1:] != sorted_new[:-1]])
+        group_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+        occurrence = np.empty(len(keys), dtype=np.int64)
+        occurrence[new_order] = np.arange(len(keys)) - group_start
+        found = hi > lo
+        pick = np.where(found, lo + np.minimum(occurrence, np.maximum(hi - lo - 1, 0)), 0)
+        return np.where(found, old_order[pick], -1).astype(np.int64)
 
 
 # While files are read and split (Python, one core), their new texts are embedded beside it on
@@ -369,10 +393,9 @@ class _EarlyEmbedder:
     is nothing to overlap, and it does nothing.
     """
 
-    def __init__(self, encoder: Encoder, old_keys: np.ndarray | None) -> None:
+    def __init__(self, encoder: Encoder, old_keys: _OldKeys) -> None:
         self._encoder = encoder
         self._old_keys = old_keys
-        self._old_sorted: np.ndarray | None = None  # sorted at the first hand-over: small rebuilds never sort
         self._pending: dict[str, str] = {}  # key -> text, not handed over yet
         self._handed: set[str] = set()
         self._jobs: list[tuple[list[str], Future[np.ndarray]]] = []
@@ -384,23 +407,15 @@ class _EarlyEmbedder:
         self._pending[key] = text
         if len(self._pending) < _EARLY_CHUNK or (self._jobs and not self._jobs[-1][1].done()):
             return
-        for stored in self._stored(list(self._pending)):
-            del self._pending[stored]
+        candidates = list(self._pending)
+        for candidate, stored in zip(candidates, self._old_keys.holds(np.array(candidates, dtype="S32")), strict=True):
+            if stored:
+                del self._pending[candidate]
         if len(self._pending) >= _EARLY_CHUNK:
             keys = list(itertools.islice(self._pending, _EARLY_CHUNK))
             texts = [self._pending.pop(k) for k in keys]
             self._handed.update(keys)
             self._jobs.append((keys, self._pool.submit(self._encoder.encode, texts, documents=True, workers=1)))
-
-    def _stored(self, keys: list[str]) -> list[str]:
-        """Those of ``keys`` whose vectors the previous index holds."""
-        if self._old_keys is None or not len(self._old_keys):
-            return []
-        if self._old_sorted is None:
-            self._old_sorted = np.sort(np.asarray(self._old_keys).reshape(-1))
-        wanted = np.array(keys, dtype="S32")
-        at = np.minimum(np.searchsorted(self._old_sorted, wanted), len(self._old_sorted) - 1)
-        return [k for k, hit in zip(keys, self._old_sorted[at] == wanted, strict=True) if hit]
 
     def submitted(self) -> set[str]:
         """Keys handed over (embedded, or being embedded)."""
@@ -421,9 +436,10 @@ class _EarlyEmbedder:
 def _build(corpus: Path, index: Path, model: str, status: Status, started: float) -> Manifest:
     old = _previous(index, model, status)
     encoder = get_encoder(model)
-    early = _EarlyEmbedder(encoder, old.vector_keys if old is not None else None)
+    old_keys = _OldKeys(old.vector_keys if old is not None else None)
+    early = _EarlyEmbedder(encoder, old_keys)
     try:
-        return _build_with(corpus, index, model, old, encoder, early, started)
+        return _build_with(corpus, index, model, old, old_keys, encoder, early, started)
     finally:
         early.close()
 
@@ -433,6 +449,7 @@ def _build_with(
     index: Path,
     model: str,
     old: store.IndexData | store.StoredVectors | None,
+    old_keys: _OldKeys,
     encoder: Encoder,
     early: _EarlyEmbedder,
     started: float,
@@ -512,7 +529,7 @@ def _build_with(
     if not documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
 
-    old_rows = _matching_rows(np.array(keys, dtype="S32"), old.vector_keys if old is not None else None)
+    old_rows = old_keys.rows(np.array(keys, dtype="S32"))
     todo = np.flatnonzero(old_rows < 0).tolist()  # embedded now; the rest reuse old_rows
     # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
     dimension = old.manifest.dimension if old is not None and not todo else encoder.dimension

@@ -17,6 +17,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -250,43 +251,27 @@ class OnnxEncoder:
                 j += 1
             batches.append(order[i:j])
             i = j
+        session = sessions.one()  # one thread each: the workers are the parallelism
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            return session.run(None, self.inputs([texts[r] for r in rows]))[0]
+
         # Texts run shortest first, so the time left goes by tokens, not texts.
         total_tokens, started = float(sum(lengths)), time.perf_counter()
-        queue = iter(batches)
         texts_done, tokens_done, lines_logged = 0, 0.0, 0
         step = max(1, len(texts) // 20)
-        lock = threading.Lock()
-        session = sessions.one()  # one thread: the workers are the parallelism
-        failures: list[BaseException] = []
-
-        def work() -> None:
-            nonlocal texts_done, tokens_done, lines_logged
-            while not failures:
-                with lock:
-                    rows = next(queue, None)
-                if rows is None:
-                    return
-                try:
-                    out[rows] = session.run(None, self.inputs([texts[r] for r in rows]))[0]
-                except BaseException as exc:  # re-raised by the calling thread
-                    failures.append(exc)
-                    return
-                with lock:
-                    texts_done += len(rows)
-                    tokens_done += float(sum(lengths[r] for r in rows))
-                    if progress and texts_done // step > lines_logged:
-                        lines_logged = texts_done // step
-                        left = eta(started, tokens_done, total_tokens)
-                        log.info("embedded %d of %d texts%s", texts_done, len(texts), f", {left}" if left else "")
-
-        helpers = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(batches)) - 1)]
-        for helper in helpers:
-            helper.start()
-        work()
-        for helper in helpers:
-            helper.join()
-        if failures:
-            raise failures[0]
+        pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches))), thread_name_prefix="qa-batch")
+        try:
+            for rows, vectors in zip(batches, pool.map(run, batches), strict=True):  # in order, as each is done
+                out[rows] = vectors
+                texts_done += len(rows)
+                tokens_done += float(sum(lengths[r] for r in rows))
+                if progress and texts_done // step > lines_logged:
+                    lines_logged = texts_done // step
+                    left = eta(started, tokens_done, total_tokens)
+                    log.info("embedded %d of %d texts%s", texts_done, len(texts), f", {left}" if left else "")
+        finally:  # an error or Ctrl-C: batches not started are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
         return out
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from qa.answer import Engine
-from qa.rank import VERIFY_MARGIN
+from qa.rank import VERIFY_MARGIN, Ranker, Verifier, load_verifier
+from qa.squad import GoldMap, SquadChat, SquadQuestion, folds_of, follow_up_chats
 from qa.types import Answer, QAError
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,36 @@ def learned_summary(held: Sequence[Any], confs: Sequence[float], thresholds: Seq
     )  # fmt: skip
 
 
+def squad_hit(answer: Answer, gold: GoldMap, question: SquadQuestion) -> bool:
+    """Whether ``answer`` answers: not abstained, its top source a sentence covering a gold span, short enough."""
+    top = answer.sources[0] if answer.sources else None
+    covering = (gold.sentences[i] for i in gold.covering(question))
+    return bool(top and not answer.abstained and len(top.text) <= MAX_HIT_CHARS
+                and any(s.doc == top.doc and s.start == top.start for s in covering))  # fmt: skip
+
+
+def chats_by_fold(
+    engine: Engine,
+    chats: Sequence[SquadChat],
+    rankers: Mapping[int, Ranker],
+    fold_of: Mapping[str, int],
+    per_article: Mapping[str, str] | None,
+) -> Iterator[SquadChat]:
+    """Each chat, with ``engine`` set to the ranker of its article's fold and the verifier that never saw it.
+
+    Each verifier file is loaded once.
+    """
+    loaded: dict[str, Verifier] = {}
+    for chat in chats:
+        engine.ranker = rankers.get(fold_of[chat.question.article])
+        if per_article:
+            path = per_article[chat.question.article]
+            if path not in loaded:
+                loaded[path] = load_verifier(path)
+            engine.verifier = loaded[path]
+        yield chat
+
+
 def evaluate_squad(
     path: str | os.PathLike[str],
     *,
@@ -422,14 +453,11 @@ def evaluate_squad(
     """
     from qa import train as tr
     from qa.answer import AnswerSettings
-    from qa.squad import GoldMap, folds_of, follow_up_chats
 
     data, engine, questions = tr.open_squad(path, work, limit_articles=limit_articles, limit_questions=limit_questions)
     inputs = tuple(calibration or tr.DEFAULT_CALIBRATION_INPUTS)  # the calibrator's
     per_article = tr.fold_verifiers(data, verifier)
     if verifier is not None:
-        from qa.rank import load_verifier
-
         engine.verifier = load_verifier(sorted(per_article.values())[0] if per_article else verifier)
     fold_of = folds_of(data, folds)
     examples = tr.collect_cached(data, engine, questions, work=tr._work(work), verifier=verifier, folds=folds,
@@ -466,24 +494,15 @@ def evaluate_squad(
         chat_set = follow_up_chats(data)
         gold = GoldMap(engine.retriever().data.sentences)
         for name in ("today", "learned"):
-            right = 0
-            for chat in chat_set:
-                if name == "learned":
-                    if not rankers:
-                        break
-                    engine.ranker = rankers.get(fold_of[chat.question.article])
-                    if per_article:  # the verifier that never saw this chat's article
-                        from qa.rank import load_verifier
-
-                        engine.verifier = load_verifier(per_article[chat.question.article])
-                a = engine.answer(chat.turns[-1], history=list(chat.turns[:-1]))
-                covering = gold.covering(chat.question)
-                top = a.sources[0] if a.sources else None
-                right += bool(
-                    top and not a.abstained and any(s.start == top.start and s.doc == top.doc for s in
-                                                    (gold.sentences[i] for i in covering))
-                    and len(top.text) <= MAX_HIT_CHARS
-                )  # fmt: skip
+            if name == "learned" and not rankers:
+                break
+            fold_chats = (
+                chats_by_fold(engine, chat_set, rankers, fold_of, per_article) if name == "learned" else chat_set
+            )
+            right = sum(
+                squad_hit(engine.answer(chat.turns[-1], history=list(chat.turns[:-1])), gold, chat.question)
+                for chat in fold_chats
+            )
             engine.ranker = None
             if name in result:
                 result[name]["chats"] = len(chat_set)
