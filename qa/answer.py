@@ -23,8 +23,9 @@ import numpy as np
 from qa import store
 from qa.build import build_index, index_status
 from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker, load_verifier
+from qa.reader import OnnxReader
 from qa.retrieve import Candidates, Retriever, answer_type
-from qa.types import Answer, IndexStateError, QuestionError, Source
+from qa.types import Answer, IndexStateError, Phrase, QuestionError, Source
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ SPARE_SOURCES = 4  # first-stage candidates read per source asked for: repeated 
 # for it to load (a 41,000-sentence index loads in ~0.6 s) before answering
 # from the old one.
 SWAP_WAIT_SECONDS = 30.0
+# The reader's probability for its best phrase under which an answer gives the sentence alone:
+# below it the reader spreads its belief over several phrases (bench/reader_eval.py measures it).
+PHRASE_MIN = 0.3
 HISTORY_TURNS = 3  # earlier questions that can shape a follow-up (its own and two before)
 
 # Words that make a question lean on an earlier turn ("Where is *it* built?").
@@ -382,7 +386,7 @@ class Engine:
         else:
             cand, x = candidate_features(
                 c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
-                follow_up=follow_up, depth=max(ranker.depth, k), question=question,
+                follow_up=follow_up, depth=max(ranker.depth, k), question=reader_question(question, history, follow_up),
                 verifier=self.verifier if ranker.uses_verifier else None,
                 words=retriever.words, question_words=frozenset(retriever.tokens(question)),
                 verify_rows=ranker.verify_rows, preceding=retriever.context,
@@ -394,14 +398,37 @@ class Engine:
             # The follow-up landed where the previous answer was: the history that
             # resolved it vouches for it, so it is at least as sure as that answer.
             confidence = max(confidence, inherited)
-        return self._compose(retriever, question, list(ids), list(scores), k, confidence)
+        phrase = self._phrase(retriever, reader_question(question, history, follow_up), ids)
+        return self._compose(retriever, question, list(ids), list(scores), k, confidence, phrase)
+
+    def _phrase(self, retriever: Retriever, question: str, ids: Sequence[int] | np.ndarray) -> Phrase | None:
+        """The answer phrase the reader finds in the top sentence (None without a reader or a sure phrase)."""
+        reader = self.verifier
+        if not len(ids) or not isinstance(reader, OnnxReader):
+            return None
+        i = int(ids[0])
+        s = retriever.data.sentences[i]
+        reading = reader.read(question, [s.text], [retriever.context(i)])[0]
+        if reading.phrase is None or reading.phrase_score < PHRASE_MIN:
+            return None
+        a, b = reading.phrase
+        if b - a >= len(s.text.rstrip(".!? ")):  # the whole sentence is no phrase
+            return None
+        return Phrase(s.text[a:b], s.doc, s.start + a, s.start + b, reading.phrase_score)
 
     def threshold(self) -> float:
         """Confidence under which an answer abstains: the ranker's, else the hand-set one."""
         return self.ranker.threshold if self.ranker is not None else self.settings.abstain_below
 
     def _compose(
-        self, retriever: Retriever, question: str, ids: list[int], scores: list[float], k: int, confidence: float
+        self,
+        retriever: Retriever,
+        question: str,
+        ids: list[int],
+        scores: list[float],
+        k: int,
+        confidence: float,
+        phrase: Phrase | None = None,
     ) -> Answer:
         data = retriever.data
         sources: list[Source] = []
@@ -439,9 +466,13 @@ class Engine:
                 "The sources don't answer this question. "
                 f"The closest match (low confidence) is from {sources[0].doc}: “{_collapse(sources[0].text)}”"
             )
+        elif phrase is not None:
+            text = f"{_collapse(phrase.text)}: “{_collapse(sources[0].text)}” [1]"
         else:
             text = f"{_collapse(sources[0].text)} [1]"
-        return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version)
+        if abstained or not sources:
+            phrase = None
+        return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version, phrase)
 
 
 def _shipped_verifier(ranker: Ranker | None) -> Verifier | None:
@@ -460,6 +491,11 @@ def _shipped_ranker() -> Ranker | None:
     if not choice and not path.exists():
         return None
     return load_ranker(path)
+
+
+def reader_question(question: str, history: Sequence[str], follow_up: bool) -> str:
+    """What the reader reads as the question: a follow-up with the turn before it (``PREVIOUS [SEP] FOLLOW-UP``)."""
+    return f"{history[-1]} [SEP] {question}" if follow_up and history else question
 
 
 def is_follow_up(question: str) -> bool:

@@ -296,6 +296,12 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
     sys.exit(0 if st.fresh else 1)
 
 
+CORPUS_FROM = click.option(
+    "--corpus-from", type=click.Path(path_type=Path),
+    help="--squad: another SQuAD file whose articles are the corpus (e.g. v2.0 questions against v1.1 articles).",
+)  # fmt: skip
+
+
 @main.command("eval")
 @click.argument("questions", type=click.Path(path_type=Path), required=False)
 @click.option("--beir", type=click.Path(path_type=Path), help="A BEIR folder to run as document retrieval.")
@@ -304,6 +310,7 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
               help="--squad: cross-validation folds (by article).")  # fmt: skip
 @click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
 @click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
+@CORPUS_FROM
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
@@ -311,7 +318,8 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
 @JSON
 def eval_(
     questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
-    calibration: tuple[str, ...] | None, verify_margin: float | None, work: Path | None, index: Path, as_json: bool,
+    corpus_from: Path | None, calibration: tuple[str, ...] | None, verify_margin: float | None, work: Path | None,
+    index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -325,7 +333,7 @@ def eval_(
         raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
     if squad is not None:
         result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier,
-                      calibration=calibration, verify_margin=verify_margin)  # fmt: skip
+                      calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from)  # fmt: skip
         if as_json:
             _echo_json(result)
         else:
@@ -377,6 +385,13 @@ def _print_squad(r: dict[str, Any]) -> None:
         )
         dropped, off = m.get("abstained_dropped"), m.get("abstained_off_corpus")
         click.echo(f"  abstained: answer-dropped {dropped}   off-corpus {off}   answerable {m['abstained_answerable']}")
+        if "abstained_unanswerable" in m:
+            click.echo(f"  abstained: SQuAD v2.0 unanswerable {m['abstained_unanswerable']}")
+        if "phrase_f1" in m:
+            click.echo(f"  answer phrase (answerable questions, abstention 0): exact match {m['phrase_em']}   "
+                       f"F1 {m['phrase_f1']}   phrase given for {m['phrase_given']} of answers")  # fmt: skip
+        if "v2_f1" in m:
+            click.echo(f"  SQuAD v2.0 scoring (abstaining on unanswerable counts 1): EM {m['v2_em']}   F1 {m['v2_f1']}")
         if "chats" in m:
             click.echo(f"  follow-up chats {m['chats_right']}/{m['chats']}")
         click.echo(f"  expected calibration error {m['ece']}; reliability (bin: n, mean confidence, accuracy):")
@@ -403,11 +418,12 @@ def _print_squad(r: dict[str, Any]) -> None:
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the SQuAD index here between runs.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
 @click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
+@CORPUS_FROM
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
-def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None,
+def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None, corpus_from: Path | None,
            calibration: tuple[str, ...] | None, verify_margin: float | None,
            limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
@@ -417,6 +433,7 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     parts = [f"--squad {squad}", f"--folds {folds}"]
     parts += [f"--work {work}"] if work is not None else []
     parts += [f"--verifier '{verifier}'"] if verifier is not None else []
+    parts += [f"--corpus-from {corpus_from}"] if corpus_from is not None else []
     parts += [f"--calibration {','.join(calibration)}"] if calibration else []
     parts += (
         [f"--verify-margin {'all' if verify_margin is None else f'{verify_margin:g}'}"] if verifier is not None else []
@@ -426,7 +443,7 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
-                        calibration=calibration, verify_margin=verify_margin)  # fmt: skip
+                        calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

@@ -11,8 +11,11 @@ import gzip
 import json
 import logging
 import os
+import re
+import string
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 
 from qa.answer import Engine
 from qa.rank import VERIFY_MARGIN, Ranker, Verifier, load_verifier
+from qa.reader import OnnxReader
 from qa.squad import GoldMap, SquadChat, SquadQuestion, folds_of, follow_up_chats
 from qa.types import Answer, QAError
 
@@ -121,6 +125,62 @@ class Report:
                 if not o.correct
             ],
         }
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, punctuation and the articles a/an/the dropped, spaces collapsed.
+
+    >>> normalize_answer("The  Eiffel Tower!")
+    'eiffel tower'
+    """
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, golds: Iterable[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised gold answer (SQuAD's EM), else 0.0."""
+    p = normalize_answer(prediction)
+    return float(any(p == normalize_answer(g) for g in golds))
+
+
+def f1_score(prediction: str, golds: Iterable[str]) -> float:
+    """SQuAD's F1: the best token-overlap F1 of the normalised prediction against any gold answer.
+
+    >>> f1_score("in 1933", ["1933"])
+    0.6666666666666666
+    """
+    p = normalize_answer(prediction).split()
+    best = 0.0
+    for g in golds:
+        t = normalize_answer(g).split()
+        common = Counter(p) & Counter(t)
+        same = sum(common.values())
+        if not p or not t:
+            best = max(best, float(p == t))
+        elif same:
+            precision, recall = same / len(p), same / len(t)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def phrase_scores(predictions: Sequence[str | None], golds: Sequence[Sequence[str]]) -> dict[str, float | None]:
+    """Mean EM and F1 over questions; a None prediction (an abstention) scores 0 on an answerable question
+    and 1 on an unanswerable one (no gold answers), as SQuAD v2.0 counts."""
+    if not predictions:
+        return {"exact_match": None, "f1": None}
+    em = f1 = 0.0
+    for p, g in zip(predictions, golds, strict=True):
+        if not g:
+            em += float(p is None)
+            f1 += float(p is None)
+        elif p is not None:
+            em += exact_match(p, g)
+            f1 += f1_score(p, g)
+    return {"exact_match": round(em / len(predictions), 4), "f1": round(f1 / len(predictions), 4)}
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -346,7 +406,7 @@ def _method_summary(
         "top3": _ratio(int((h3 & ans).sum()), int(ans.sum())),
         "abstained_answerable": _ratio(int((abstain & ans).sum()), int(ans.sum())),
     }
-    for cond in ("dropped", "off_corpus"):
+    for cond in ("dropped", "off_corpus", "unanswerable"):
         m = c == cond
         if m.any():
             out[f"abstained_{cond}"] = _ratio(int((abstain & m).sum()), int(m.sum()))
@@ -399,6 +459,47 @@ def learned_summary(held: Sequence[Any], confs: Sequence[float], thresholds: Seq
     )  # fmt: skip
 
 
+def phrase_summary(
+    engine: Engine, reader: OnnxReader, held: Sequence[Any], confs: Sequence[float], thresholds: Sequence[float]
+) -> dict[str, Any]:
+    """Phrase EM and F1, end to end: what answering would say for each held-out question asked as is.
+
+    The prediction is the reader's phrase in the top sentence (the whole sentence when no phrase is
+    sure enough, :data:`qa.answer.PHRASE_MIN`), or nothing when the answer abstains.
+    """
+    from qa.answer import PHRASE_MIN
+
+    retriever = engine.retriever()
+    sentences = retriever.data.sentences
+    predictions: dict[str, list[str | None]] = {"answerable": [], "unanswerable": []}
+    golds: dict[str, list[tuple[str, ...]]] = {"answerable": [], "unanswerable": []}
+    phrased = 0
+    for s, conf, threshold in zip(held, confs, thresholds, strict=True):
+        e = s.example
+        if e.condition not in predictions:
+            continue
+        golds[e.condition].append(e.question.answers if e.question.answerable else ())
+        if conf < threshold or not len(s.order):
+            predictions[e.condition].append(None)
+            continue
+        i = int(e.ids[s.order[0]])
+        reading = reader.read(e.question.question, [sentences[i].text], [retriever.context(i)])[0]
+        text = sentences[i].text
+        if reading.phrase is not None and reading.phrase_score >= PHRASE_MIN:
+            text = text[reading.phrase[0] : reading.phrase[1]]
+            phrased += 1
+        predictions[e.condition].append(text)
+    out: dict[str, Any] = {}
+    scores = phrase_scores(predictions["answerable"], golds["answerable"])
+    out["phrase_em"], out["phrase_f1"] = scores["exact_match"], scores["f1"]
+    out["phrase_given"] = _ratio(phrased, sum(p is not None for v in predictions.values() for p in v))
+    if golds["unanswerable"]:
+        both = phrase_scores(predictions["answerable"] + predictions["unanswerable"],
+                             golds["answerable"] + golds["unanswerable"])  # fmt: skip
+        out["v2_em"], out["v2_f1"] = both["exact_match"], both["f1"]
+    return out
+
+
 def squad_hit(answer: Answer, gold: GoldMap, question: SquadQuestion) -> bool:
     """Whether ``answer`` answers: not abstained, its top source a sentence covering a gold span, short enough."""
     top = answer.sources[0] if answer.sources else None
@@ -441,6 +542,7 @@ def evaluate_squad(
     verifier: str | os.PathLike[str] | None = None,
     calibration: Sequence[str] | None = None,
     verify_margin: float | None = VERIFY_MARGIN,
+    corpus_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -454,7 +556,8 @@ def evaluate_squad(
     from qa import train as tr
     from qa.answer import AnswerSettings
 
-    data, engine, questions = tr.open_squad(path, work, limit_articles=limit_articles, limit_questions=limit_questions)
+    data, engine, questions = tr.open_squad(path, work, limit_articles=limit_articles, limit_questions=limit_questions,
+                                            corpus_from=corpus_from)  # fmt: skip
     inputs = tuple(calibration or tr.DEFAULT_CALIBRATION_INPUTS)  # the calibrator's
     per_article = tr.fold_verifiers(data, verifier)
     if verifier is not None:
@@ -489,6 +592,9 @@ def evaluate_squad(
         learned["fold_thresholds"] = [round(r.threshold, 4) for r in rankers.values()]
         learned["tradeoff"] = tradeoff(confs, correct, answerable,
                                        sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, round(mean_t, 3)}))  # fmt: skip
+        reader = engine.verifier
+        if isinstance(reader, OnnxReader):
+            learned.update(phrase_summary(engine, reader, held, confs, thresholds))
         result["learned"] = learned
     if chats:
         chat_set = follow_up_chats(data)

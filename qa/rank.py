@@ -431,8 +431,10 @@ def load_verifier(path: str | os.PathLike[str]) -> Verifier:
     ``qa train --verifier PATH`` records ``PATH``'s file name in the ranker's
     ``meta["verifier"]``; ``answer()`` then loads that file from ``qa/models/``.
     """
-    from qa import verify
+    from qa import reader, verify
 
+    if reader.is_reader(path):
+        return reader.load_reader(Path(path))
     return verify.load_verifier(Path(path))
 
 

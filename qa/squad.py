@@ -9,6 +9,7 @@ derived from it is stored in the repository.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import itertools
@@ -33,8 +34,13 @@ class SquadQuestion:
     id: str
     article: str  # document id (file name) of the article
     question: str
-    spans: tuple[tuple[int, int], ...]
+    spans: tuple[tuple[int, int], ...]  # every place a gold answer occurs (empty: SQuAD v2.0 "impossible")
     answers: tuple[str, ...]
+    paragraph: tuple[int, int] = (0, 0)  # [start, end) of the question's paragraph in the article's text
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.spans)
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,11 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def load_squad(path: str | os.PathLike[str]) -> SquadData:
-    """Read a SQuAD v1.1 JSON file (``.json`` or ``.json.gz``) into articles and offset-mapped questions.
+    """Read a SQuAD v1.1 or v2.0 JSON file (``.json`` or ``.json.gz``) into articles and offset-mapped questions.
+
+    Questions without ids get ``<doc>#<n>``. Where an answer lists ``answer_start_candidates``
+    (every place its text occurs), each place is a gold span. A v2.0 question marked
+    ``is_impossible`` is kept with no spans: the sources must not answer it.
 
     >>> data = load_squad("../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz")  # doctest: +SKIP
     >>> a = data.articles[0]; q = data.questions[0]
@@ -93,15 +103,19 @@ def load_squad(path: str | os.PathLike[str]) -> SquadData:
                 context = str(p["context"])
                 spans.append((offset, offset + len(context)))
                 for qa in p["qas"]:
-                    gold = []
+                    gold: list[tuple[int, int]] = []
                     texts = []
                     for a in qa["answers"]:
-                        start = offset + int(a["answer_start"])
-                        gold.append((start, start + len(a["text"])))
+                        for at in a.get("answer_start_candidates") or [a["answer_start"]]:
+                            span = (offset + int(at), offset + int(at) + len(a["text"]))
+                            if span not in gold:
+                                gold.append(span)
                         texts.append(str(a["text"]))
-                    if gold:
+                    if gold or qa.get("is_impossible"):
+                        qid = str(qa.get("id") or f"{doc}#{len(questions)}")
+                        paragraph = (offset, offset + len(context))
                         questions.append(
-                            SquadQuestion(str(qa["id"]), doc, str(qa["question"]).strip(), tuple(gold), tuple(texts))
+                            SquadQuestion(qid, doc, str(qa["question"]).strip(), tuple(gold), tuple(texts), paragraph)
                         )
                 offset += len(context) + 2
                 parts.append(context)
@@ -136,18 +150,49 @@ def folds_of(data: SquadData, folds: int) -> dict[str, int]:
     return {a.doc: i % folds for i, a in enumerate(data.articles)}
 
 
+def with_articles_of(data: SquadData, corpus: SquadData) -> SquadData:
+    """``data``'s questions asked of ``corpus``'s articles (matched by title, each paragraph found by its text).
+
+    SQuAD v2.0 dev holds some of v1.1 dev's articles with the same paragraphs: its questions are
+    then measured against the whole v1.1 corpus. A question whose paragraph is not in ``corpus``
+    is left out.
+    """
+    by_doc = {a.doc: a for a in corpus.articles}
+    own = {a.doc: a for a in data.articles}
+    questions = []
+    for q in data.questions:
+        target = by_doc.get(q.article)
+        if target is None:
+            continue
+        paragraph = own[q.article].text[q.paragraph[0] : q.paragraph[1]]
+        at = target.text.find(paragraph)
+        if at < 0 or not paragraph:
+            continue
+        shift = at - q.paragraph[0]
+        spans = tuple((a + shift, b + shift) for a, b in q.spans)
+        questions.append(dataclasses.replace(q, spans=spans, paragraph=(at, at + len(paragraph))))
+    return SquadData(data.path, data.sha256, corpus.articles, tuple(questions))
+
+
 def prepare(
-    path: str | os.PathLike[str], work: str | os.PathLike[str], *, limit_articles: int | None = None
+    path: str | os.PathLike[str],
+    work: str | os.PathLike[str],
+    *,
+    limit_articles: int | None = None,
+    corpus_from: str | os.PathLike[str] | None = None,
 ) -> tuple[SquadData, Path, Path]:
     """Load the data, write its articles under ``work/corpus`` and build (or reuse) ``work/index``.
 
     All articles form one corpus and one index; the build is a no-op when it is fresh.
-    ``limit_articles`` keeps the first few articles (quick runs, tests).
+    ``limit_articles`` keeps the first few articles (quick runs, tests); ``corpus_from``: another
+    SQuAD file whose articles form the corpus (:func:`with_articles_of`).
     Returns (data, corpus folder, index folder).
     """
     from qa.build import build_index
 
     data = load_squad(path)
+    if corpus_from is not None:
+        data = with_articles_of(data, load_squad(corpus_from))
     if limit_articles is not None:
         kept = data.articles[:limit_articles]
         docs = {a.doc for a in kept}
@@ -281,5 +326,7 @@ def follow_up_chats(data: SquadData, *, limit: int = 60) -> list[SquadChat]:
 
 
 def _paragraph_of(article: SquadArticle, q: SquadQuestion) -> tuple[int, int] | None:
+    if not q.spans:
+        return None
     start = q.spans[0][0]
     return next((p for p in article.paragraphs if p[0] <= start < p[1]), None)

@@ -53,7 +53,7 @@ from qa.types import QAError
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("answerable", "dropped", "off_corpus")
+CONDITIONS = ("answerable", "dropped", "off_corpus")  # and "unanswerable": a v2.0 question with no answer
 DEPTH = 30  # first-stage candidates the ranker orders
 ABSTAIN_QUANTILE = 0.025  # answerable questions allowed under the threshold when fitting it (target: 3% held out)
 MAX_HIT_CHARS = 400
@@ -102,7 +102,8 @@ def collect(
             vectors = retriever.encoder.encode([x.question for x in questions[n - 1 : n - 1 + BATCH]])
         vector = vectors[(n - 1) % BATCH]
         covering = gold.covering(q)
-        for condition in conditions:
+        # a SQuAD v2.0 question its paragraph does not answer is asked once, as it is
+        for condition in conditions if q.answerable else ("unanswerable",):
             exclude = None
             if condition == "dropped":
                 exclude = gold.overlapping(q)
@@ -291,12 +292,14 @@ def train(
     verifier: str | os.PathLike[str] | None = None,
     calibration: Sequence[str] | None = None,
     verify_margin: float | None = VERIFY_MARGIN,
+    corpus_from: str | os.PathLike[str] | None = None,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
     ``limit_articles`` / ``limit_questions`` (per article) make a small, quick run for tests.
     """
-    data, engine, questions = open_squad(squad, work, limit_articles=limit_articles, limit_questions=limit_questions)
+    data, engine, questions = open_squad(squad, work, limit_articles=limit_articles, limit_questions=limit_questions,
+                                         corpus_from=corpus_from)  # fmt: skip
     fold_of = folds_of(data, folds)
     examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds,
                               verify_margin=verify_margin)  # fmt: skip
@@ -351,13 +354,14 @@ def open_squad(
     *,
     limit_articles: int | None = None,
     limit_questions: int | None = None,
+    corpus_from: str | os.PathLike[str] | None = None,
 ) -> tuple[SquadData, Engine, list[SquadQuestion]]:
     """A SQuAD file's data, an engine on its one-corpus index (built in ``work`` if needed) and its questions.
 
     The engine has no ranker (the first stage: what the learned ranker's
     features are collected from); ``limit_questions`` is per article.
     """
-    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles)
+    data, corpus, index = prepare(squad, _work(work), limit_articles=limit_articles, corpus_from=corpus_from)
     engine = Engine(index, corpus)
     engine.ranker = None
     return data, engine, _questions(data, limit_questions)

