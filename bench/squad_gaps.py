@@ -50,9 +50,8 @@ def main() -> None:
     args = squad_cv.parser(__doc__.split("\n")[0]).parse_args()
     data, engine, _, examples = squad_cv.load(args)
     fold_of = folds_of(data, args.folds)
-    held, confs_list, thresholds, rankers = cross_validate(
-        examples, fold_of, tuple(tr.DEFAULT_CALIBRATION_INPUTS), args.verify_margin
-    )
+    cv, _, rankers = cross_validate(examples, fold_of, tuple(tr.DEFAULT_CALIBRATION_INPUTS), args.verify_margin)
+    held, confs_list, thresholds = cv.held, cv.confs, cv.thresholds
     confs, cond = np.array(confs_list), np.array([s.example.condition for s in held])
     sentences = engine.retriever().data.sentences
     answerable = [s for s in held if s.example.condition == "answerable"]

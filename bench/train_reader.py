@@ -28,7 +28,9 @@ same batches in the same order. Progress and an ETA go to the log.
 At the end it writes to ``--out``: ``reader.onnx`` (fp32), ``reader-int8.onnx``
 (dynamic int8 quantisation of MatMul and Gather, per channel: the shipped
 file), ``reader.json`` (settings, data sha256, loss, int8 agreement with fp32).
-``--export-only`` exports the latest checkpoint without training further.
+``--export-only`` exports the latest checkpoint without training further;
+``--max-steps N`` keeps the plan's first N batches, so a run that must end
+sooner can be resumed with a shorter schedule.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
         [{"params": body, "lr": args.lr}, {"params": heads, "lr": args.lr * 20}], weight_decay=0.01
     )
     base = [args.lr, args.lr * 20]
-    batches = plan(pairs, args.questions, args.batch, args.seed)
+    batches = plan(pairs, args.questions, args.batch, args.seed)[: args.max_steps]
     steps = len(batches)
     warmup = max(1, steps // 20)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -342,6 +344,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint as it is")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="train on the plan's first N batches only (the schedule ends there); a resumed run may shorten its plan",
+    )
     parser.add_argument(
         "--stop-after",
         type=int,

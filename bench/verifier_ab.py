@@ -47,8 +47,8 @@ def summary(examples: Sequence[tr.Example], fold_of: dict[str, int], margin: flo
         for e in examples
         if e.condition == "answerable" and len(e.ids)
     ]
-    held, confs, thresholds, _ = cross_validate(examples, fold_of, tr.DEFAULT_CALIBRATION_INPUTS, margin)
-    m = learned_summary(held, confs, thresholds)
+    cv, _, _ = cross_validate(examples, fold_of, tr.DEFAULT_CALIBRATION_INPUTS, margin)
+    m = learned_summary(cv.held, cv.confs, cv.thresholds)
     return {**{k: m.get(k) for k in SHOWN}, "verifier_own_top1": round(float(np.mean(own)), 4) if own else None}
 
 

@@ -467,7 +467,7 @@ class Engine:
                 f"The closest match (low confidence) is from {sources[0].doc}: “{_collapse(sources[0].text)}”"
             )
         elif phrase is not None:
-            text = f"{_collapse(phrase.text)}: “{_collapse(sources[0].text)}” [1]"
+            text = f"{_collapse(phrase.text)} — “{_collapse(sources[0].text)}” [1]"
         else:
             text = f"{_collapse(sources[0].text)} [1]"
         if abstained or not sources:

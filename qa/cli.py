@@ -296,6 +296,10 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
     sys.exit(0 if st.fresh else 1)
 
 
+ONE_ARTICLE = click.option(
+    "--one-article", is_flag=True,
+    help="--squad with --verifier: also ask each article as a corpus of its own; the calibrator is fit on both sizes.",
+)  # fmt: skip
 CORPUS_FROM = click.option(
     "--corpus-from", type=click.Path(path_type=Path),
     help="--squad: another SQuAD file whose articles are the corpus (e.g. v2.0 questions against v1.1 articles).",
@@ -311,6 +315,7 @@ CORPUS_FROM = click.option(
 @click.option("--chats", is_flag=True, help="--squad: also ask the rule-made follow-up chats.")
 @click.option("--verifier", type=click.Path(path_type=Path), help="--squad: a verifier model for the learned ranker.")
 @CORPUS_FROM
+@ONE_ARTICLE
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
@@ -318,8 +323,8 @@ CORPUS_FROM = click.option(
 @JSON
 def eval_(
     questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
-    corpus_from: Path | None, calibration: tuple[str, ...] | None, verify_margin: float | None, work: Path | None,
-    index: Path, as_json: bool,
+    corpus_from: Path | None, one_article: bool, calibration: tuple[str, ...] | None, verify_margin: float | None,
+    work: Path | None, index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -333,7 +338,8 @@ def eval_(
         raise UserError("give one of a QUESTIONS.jsonl file, --squad FILE or --beir DIR")
     if squad is not None:
         result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier,
-                      calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from)  # fmt: skip
+                      calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from,
+                      one_article=one_article)  # fmt: skip
         if as_json:
             _echo_json(result)
         else:
@@ -375,7 +381,7 @@ def eval_(
 
 def _print_squad(r: dict[str, Any]) -> None:
     click.echo(f"{r['articles']} articles as one corpus, {r['questions']} questions, {r['folds']} folds by article")
-    for name in ("today", "learned"):
+    for name in ("today", "learned", "learned_one_article"):
         m = r.get(name)
         if not m:
             continue
@@ -419,12 +425,13 @@ def _print_squad(r: dict[str, Any]) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("qa/models/ranker.json"), show_default=True)
 @click.option("--verifier", type=click.Path(path_type=Path), help="A verifier model whose logit becomes a feature.")
 @CORPUS_FROM
+@ONE_ARTICLE
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
 def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None, corpus_from: Path | None,
-           calibration: tuple[str, ...] | None, verify_margin: float | None,
+           one_article: bool, calibration: tuple[str, ...] | None, verify_margin: float | None,
            limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
     from qa.train import train
@@ -434,6 +441,7 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     parts += [f"--work {work}"] if work is not None else []
     parts += [f"--verifier '{verifier}'"] if verifier is not None else []
     parts += [f"--corpus-from {corpus_from}"] if corpus_from is not None else []
+    parts += ["--one-article"] if one_article else []
     parts += [f"--calibration {','.join(calibration)}"] if calibration else []
     parts += (
         [f"--verify-margin {'all' if verify_margin is None else f'{verify_margin:g}'}"] if verifier is not None else []
@@ -443,7 +451,8 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
-                        calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from)  # fmt: skip
+                        calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from,
+                        one_article=one_article)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

@@ -420,19 +420,37 @@ def _method_summary(
     return out
 
 
+@dataclass
+class HeldOut:
+    """Cross-validated examples: each scored by the ranker and calibrator of the folds that never saw it."""
+
+    held: list[Any] = field(default_factory=list)  # qa.train.Scored
+    confs: list[float] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+
+    def add(self, ranker: Ranker, scored: Sequence[Any]) -> None:
+        for s in scored:
+            self.held.append(s)
+            self.confs.append(ranker.probability(s.inputs))
+            self.thresholds.append(ranker.threshold)
+
+
 def cross_validate(
-    examples: Sequence[Any], fold_of: dict[str, int], inputs: Sequence[str], verify_margin: float | None = VERIFY_MARGIN
-) -> tuple[list[Any], list[float], list[float], dict[int, Any]]:
+    examples: Sequence[Any],
+    fold_of: dict[str, int],
+    inputs: Sequence[str],
+    verify_margin: float | None = VERIFY_MARGIN,
+    extra: Sequence[Any] = (),
+) -> tuple[HeldOut, HeldOut, dict[int, Any]]:
     """Fold by fold: ranker and calibrator fit on the other folds' articles (``qa.train.fit_full``), scored on this one.
 
-    Returns the held-out ``Scored`` examples, their confidences, their folds' thresholds, and each fold's ranker
-    (``verify_margin``: the one the examples were verified with, for the rankers to answer with).
+    Returns the held-out examples, the held-out ``extra`` examples (other corpora, :func:`qa.train.collect_small`,
+    which the calibrators are fit on too) and each fold's ranker (``verify_margin``: the one the examples were
+    verified with, for the rankers to answer with).
     """
     from qa import train as tr
 
-    held: list[Any] = []
-    confs: list[float] = []
-    thresholds: list[float] = []
+    main, other = HeldOut(), HeldOut()
     rankers: dict[int, Any] = {}
     articles = {e.question.article for e in examples}
     for k in sorted(set(fold_of.values())):
@@ -441,13 +459,27 @@ def cross_validate(
         if not test or not train_ex:
             continue
         inner = {a: f for a, f in fold_of.items() if f != k and a in articles}
-        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin)
+        train_extra = [e for e in extra if fold_of[e.question.article] != k]
+        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin, train_extra)
         rankers[k] = ranker
-        for s in tr.score_examples(ranker, test, ranker.calibration):
-            held.append(s)
-            confs.append(ranker.probability(s.inputs))
-            thresholds.append(ranker.threshold)
-    return held, confs, thresholds, rankers
+        main.add(ranker, tr.score_examples(ranker, test, ranker.calibration))
+        test_extra = [e for e in extra if fold_of[e.question.article] == k]
+        other.add(ranker, tr.score_examples(ranker, test_extra, ranker.calibration))
+    return main, other, rankers
+
+
+def calibrated_summary(h: HeldOut) -> dict[str, Any]:
+    """:func:`learned_summary`, with calibration (ECE, reliability) and trade-off on the probabilities themselves."""
+    out = learned_summary(h.held, h.confs, h.thresholds)
+    correct = [s.hit and s.example.condition == "answerable" for s in h.held]
+    answerable = [s.example.condition == "answerable" for s in h.held]
+    out["ece"] = expected_calibration_error(h.confs, correct)
+    out["reliability"] = reliability(h.confs, correct)
+    mean_t = float(np.mean(h.thresholds))
+    out["threshold"] = round(mean_t, 4)
+    out["tradeoff"] = tradeoff(h.confs, correct, answerable,
+                               sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, round(mean_t, 3)}))  # fmt: skip
+    return out
 
 
 def learned_summary(held: Sequence[Any], confs: Sequence[float], thresholds: Sequence[float]) -> dict[str, Any]:
@@ -543,6 +575,7 @@ def evaluate_squad(
     calibration: Sequence[str] | None = None,
     verify_margin: float | None = VERIFY_MARGIN,
     corpus_from: str | os.PathLike[str] | None = None,
+    one_article: bool = False,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -551,7 +584,9 @@ def evaluate_squad(
     and measured on the held-out fold's questions: top-1 (an abstention is a
     miss), top-3, abstention on answer-dropped and off-corpus questions (the
     article's sentences excluded from the candidates), false abstentions,
-    calibration (reliability table, ECE) and latency.
+    calibration (reliability table, ECE) and latency. With ``one_article`` (and a
+    ``verifier``), each article is also its own corpus (``qa.train.collect_small``): the
+    calibrators are fit on both sizes and the one-article results are reported apart.
     """
     from qa import train as tr
     from qa.answer import AnswerSettings
@@ -579,23 +614,20 @@ def evaluate_squad(
         baseline_threshold,
         [e.seconds for e in examples],
     )
-    held, confs, thresholds, rankers = cross_validate(examples, fold_of, inputs, verify_margin)
-    if held:
-        learned = learned_summary(held, confs, thresholds)
-        # calibration and trade-off on the probabilities themselves
-        correct = [s.hit and s.example.condition == "answerable" for s in held]
-        answerable = [s.example.condition == "answerable" for s in held]
-        learned["ece"] = expected_calibration_error(confs, correct)
-        learned["reliability"] = reliability(confs, correct)
-        mean_t = float(np.mean(thresholds))
-        learned["threshold"] = round(mean_t, 4)
+    extra: list[Any] = []
+    if one_article and verifier is not None:
+        extra = tr.collect_small(data, questions, examples, work=tr._work(work), verifier=verifier, folds=folds,
+                                 verify_margin=verify_margin)  # fmt: skip
+    main, other, rankers = cross_validate(examples, fold_of, inputs, verify_margin, extra)
+    if main.held:
+        learned = calibrated_summary(main)
         learned["fold_thresholds"] = [round(r.threshold, 4) for r in rankers.values()]
-        learned["tradeoff"] = tradeoff(confs, correct, answerable,
-                                       sorted({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, round(mean_t, 3)}))  # fmt: skip
         reader = engine.verifier
         if isinstance(reader, OnnxReader):
-            learned.update(phrase_summary(engine, reader, held, confs, thresholds))
+            learned.update(phrase_summary(engine, reader, main.held, main.confs, main.thresholds))
         result["learned"] = learned
+    if other.held:
+        result["learned_one_article"] = calibrated_summary(other)
     if chats:
         chat_set = follow_up_chats(data)
         gold = GoldMap(engine.retriever().data.sentences)

@@ -433,7 +433,7 @@ def load_verifier(path: str | os.PathLike[str]) -> Verifier:
     """
     from qa import reader, verify
 
-    if reader.is_reader(path):
+    if reader.is_reader(Path(path)):
         return reader.load_reader(Path(path))
     return verify.load_verifier(Path(path))
 

@@ -244,10 +244,13 @@ def fit_full(
     fold_of: dict[str, int],
     calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS,
     verify_margin: float | None = VERIFY_MARGIN,
+    extra: Sequence[Example] = (),
 ) -> tuple[Ranker, list[Scored]]:
     """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
 
     ``verify_margin``: recorded for answering, as the examples were verified (:func:`collect_cached`).
+    ``extra``: examples from other corpora (:func:`collect_small`) that the calibrator and threshold are
+    fit on too, scored by the same held-out rankers; the ranker learns from ``examples`` only.
 
     Returns the fitted ranker and the cross-fitted held-out scores it was calibrated on.
     """
@@ -258,9 +261,10 @@ def fit_full(
         test = [e for e in examples if fold_of[e.question.article] == k]
         if not test or not train:
             continue
+        test += [e for e in extra if fold_of[e.question.article] == k]
         held.extend(score_examples(ranker_from(*fit_ranker(train)), test, calibration))
     if not held:  # one fold: calibrate in-sample
-        held = score_examples(ranker_from(*fit_ranker(examples)), examples, calibration)
+        held = score_examples(ranker_from(*fit_ranker(examples)), [*examples, *extra], calibration)
     calibrator = fit_calibrator(np.array([h.inputs for h in held]), np.array([h.hit for h in held]))
     ranker = ranker_from(*fit_ranker(examples))
     platt = dataclasses.replace(ranker, calibrator=calibrator, threshold=0.0, calibration=tuple(calibration))
@@ -293,6 +297,7 @@ def train(
     calibration: Sequence[str] | None = None,
     verify_margin: float | None = VERIFY_MARGIN,
     corpus_from: str | os.PathLike[str] | None = None,
+    one_article: bool = False,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -303,7 +308,13 @@ def train(
     fold_of = folds_of(data, folds)
     examples = collect_cached(data, engine, questions, work=_work(work), verifier=verifier, folds=folds,
                               verify_margin=verify_margin)  # fmt: skip
-    ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS, verify_margin)
+    extra: list[Example] = []
+    if one_article:
+        if verifier is None:
+            raise TrainError("--one-article needs --verifier (the reader the one-article corpora are read with)")
+        extra = collect_small(data, questions, examples, work=_work(work), verifier=verifier, folds=folds,
+                              verify_margin=verify_margin)  # fmt: skip
+    ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS, verify_margin, extra)
     meta = {
         "data": Path(squad).name,
         "data_sha256": data.sha256,
@@ -314,6 +325,7 @@ def train(
         "command": command or "qa train " + " ".join(sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "calibration_examples": len(held),
+        "calibration_corpora": "all articles as one corpus" + (", and each article alone" if one_article else ""),
         "verifier": Path(verifier).name if verifier is not None else None,
     }
     if fold_verifiers(data, verifier) is not None:
@@ -327,6 +339,60 @@ def train(
     if out is not None:
         ranker.save(out)
     return ranker, meta
+
+
+SMALL_OFF_TOPIC = 20  # questions of other articles (same fold) asked of each one-article corpus
+
+
+def collect_small(
+    data: SquadData,
+    questions: Sequence[SquadQuestion],
+    base: Sequence[Example],
+    *,
+    work: Path,
+    verifier: str | os.PathLike[str],
+    folds: int = 5,
+    verify_margin: float | None = VERIFY_MARGIN,
+) -> list[Example]:
+    """Each article as a corpus of its own: its questions as is and answer-dropped, and
+    :data:`SMALL_OFF_TOPIC` questions of other articles of its fold (off-corpus), read by ``verifier``.
+
+    A one-article corpus (the size of a single news story) gives the first stage's features other
+    values than a 24-article one; the calibrator is fit on both sizes so one threshold holds on each.
+    The cascade's first rankers come from ``base`` (the all-articles examples), fold by fold.
+    Kept in ``work`` as ``.npz`` like :func:`collect_cached`.
+    """
+    from qa.build import build_index
+    from qa.squad import write_corpus
+
+    fold_of = folds_of(data, folds)
+    key = hashlib.sha256(json.dumps([data.sha256, [q.id for q in questions], list(FEATURES), DEPTH,
+                                     sha256_file(verifier), folds, verify_margin, SMALL_OFF_TOPIC],
+                                    default=str).encode()).hexdigest()[:16]  # fmt: skip
+    cache = work / f"examples-small-{key}.npz"
+    if (cached := _load_examples(cache, questions)) is not None:
+        return cached
+    rows_for = cascade_rows(base, fold_of, VERIFY_TOP, verify_margin)
+    model = load_verifier(verifier)
+    out: list[Example] = []
+    docs = {a.doc for a in data.articles}
+    for n, article in enumerate(data.articles, 1):
+        folder = work / "small" / Path(article.doc).stem
+        corpus = write_corpus(data, folder / "corpus", skip=frozenset(docs - {article.doc}))
+        build_index(corpus, folder / "index")
+        engine = Engine(folder / "index", corpus)
+        engine.ranker = None
+        own = [q for q in questions if q.article == article.doc and q.answerable]
+        others = [q for q in questions if q.article != article.doc and fold_of[q.article] == fold_of[article.doc]]
+        others = others[:: max(1, len(others) // SMALL_OFF_TOPIC)][:SMALL_OFF_TOPIC]
+        asked = collect(data, engine, questions=own, conditions=("answerable", "dropped"))
+        asked += collect(data, engine, questions=others, conditions=("answerable",))
+        asked = [e if e.question.article == article.doc else dataclasses.replace(e, condition="off_corpus")
+                 for e in asked]  # fmt: skip
+        out += verify_examples(asked, engine, lambda _q: model, rows_for)
+        log.info("one-article corpora: %d/%d", n, len(data.articles))
+    _save_examples(cache, out)
+    return out
 
 
 def fold_verifiers(data: SquadData, verifier: str | os.PathLike[str] | None) -> dict[str, str] | None:

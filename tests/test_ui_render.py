@@ -210,3 +210,23 @@ def test_long_passage_is_shown_as_a_window_around_the_cited_sentence() -> None:
 
 def test_short_passage_is_shown_whole() -> None:
     assert render.passage_window("One. Two. Three.", 5, 9) == ("One. Two. Three.", 5, 9)
+
+
+def test_reply_leads_with_the_answer_phrase_in_bold_and_the_panel_marks_it(article_text: str) -> None:
+    from qa import Phrase
+
+    sentence = "Nissan will gain access starting in August."
+    s = source_in("article.txt", article_text, sentence)
+    at = s.start + sentence.index("August")
+    phrase = Phrase("August", "article.txt", at, at + len("August"), 0.9)
+    answer = Answer("When?", "August — “" + sentence + "” [1]", False, [s], 0.8, "", phrase)
+    reply = render.chat_reply(answer)
+    assert reply.startswith("**August**")
+    html_out = MarkdownIt("commonmark").render(reply)
+    assert "<strong>August</strong>" in html_out and sentence in "".join(parse(html_out).text)
+    page = render.panel_html(render.panel(answer, passages_of({"article.txt": article_text})))
+    assert parse(page).marks == [("answer", sentence)]  # the phrase stays inside the cited sentence's mark
+    assert '<strong class="qa-phrase" title="the answer">August</strong>' in page
+    # an abstained answer has no phrase to lead with or to mark
+    closest = Answer("When?", "The sources don't answer this question.", True, [s], 0.01)
+    assert "qa-phrase" not in render.panel_html(render.panel(closest, passages_of({"article.txt": article_text})))
