@@ -17,6 +17,7 @@ learned ranker and of the calibrated confidence, and its span gives
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from qa.verify import OnnxVerifier, VerifierError, verifier_text
 MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_READER = MODELS / "reader-int8.onnx"
 MAX_PHRASE_TOKENS = 30  # an answer phrase longer than this is a sentence, not a phrase
+_ABBREVIATION = re.compile(r"(?:\b[A-Za-z]\.){2,}$|\b(?:Inc|Ltd|Co|Corp|Jr|Sr|St|Dr|Mr|Mrs|Ms|No)\.$")
 _CLOSING = ".,;:!?)]}\"'”’"
 _OPENING = "([{\"'“‘"
 
@@ -65,7 +67,7 @@ def best_span(
     pe /= pe.sum()
     joint = np.triu(np.outer(ps, pe))  # start at or before end
     n = len(idx)
-    joint *= np.tri(n, n, MAX_PHRASE_TOKENS - 1, dtype=bool).T  # at most MAX_PHRASE_TOKENS tokens
+    joint *= np.tri(n, n, MAX_PHRASE_TOKENS - 1, dtype=bool)  # end - start < MAX_PHRASE_TOKENS tokens
     a, b = np.unravel_index(int(np.argmax(joint)), joint.shape)
     return (offsets[idx[a]][0], offsets[idx[b]][1]), float(joint[a, b])
 
@@ -75,6 +77,8 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
     while start < end and (text[start].isspace() or text[start] in _CLOSING):
         start += 1
     while end > start and (text[end - 1].isspace() or text[end - 1] in _OPENING or text[end - 1] in ".,;:!?"):
+        if text[end - 1] == "." and _ABBREVIATION.search(text, start, end):
+            break  # "U.S.", "Nissan Motor Co."
         end -= 1
     for left, right in ("()", "[]", "“”", '""'):
         inside = text[start:end]

@@ -51,7 +51,8 @@ def test_page_highlights_the_cited_sentence_and_shows_index_status(
     messages, panel, status = chat(article_app, "How many vehicles did Mitsubishi sell in Southeast Asia?")
     assert parse(panel).ranked[1] == ("answer", SOLD)
     reply, _ = rendered_text(messages[-1]["content"][0]["text"])
-    assert reply.startswith(SOLD + " [1]")
+    # the answer phrase first, then the sentence that says it
+    assert reply.startswith("280,000") and SOLD + " [1]" in reply
     start = article_text.index(SOLD)
     # numbered reference: document and offsets
     assert f"[1] {ARTICLE_ID}, characters {start}–{start + len(SOLD)}" in reply

@@ -46,6 +46,26 @@ def test_train_command_runs_end_to_end_on_a_tiny_slice(tmp_path: Path) -> None:
     assert a.sources[0].text == "The mayor is Ellen Sand." and 0 <= a.confidence <= 1
 
 
+def test_training_with_the_reader_calibrates_on_one_article_corpora_too(tmp_path: Path) -> None:
+    from qa.reader import DEFAULT_READER
+
+    squad = write_tiny_squad(tmp_path)
+    out = tmp_path / "ranker.json"
+    args = ["train", "--squad", str(squad), "--work", str(tmp_path / "work"), "--folds", "3", "--out", str(out),
+            "--verifier", str(DEFAULT_READER), "--one-article", "--calibration", "top,margin,verifier_top"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.read_text(encoding="utf-8"))["meta"]
+    assert meta["verifier"] == "reader-int8.onnx" and "each article alone" in meta["calibration_corpora"]
+    # every article got an index of its own, and the calibrator saw both sizes' held-out questions
+    assert sorted(p.name for p in (tmp_path / "work" / "small").iterdir()) == [
+        "Blue_Lantern_Festival", "Copper_Valley_Railway", "Harbour_Town"]  # fmt: skip
+    assert meta["calibration_examples"] > 3 * 21  # all-articles (3 ways) plus one-article examples
+    one_article = Engine(tmp_path / "work" / "small" / "Harbour_Town" / "index")
+    one_article.ranker = load_ranker(out)
+    assert one_article.answer("Who is the mayor of Harbour Town?").sources[0].text == "The mayor is Ellen Sand."
+
+
 def test_shipped_ranker_matches_its_checksum_and_loads_offline() -> None:
     assert file_sha256(SHIPPED) == SHIPPED_SHA256
     ranker = load_ranker()
