@@ -386,7 +386,7 @@ class Engine:
         else:
             cand, x = candidate_features(
                 c, fused, retriever.data.sentences, has_type=answer_type(question) is not None,
-                follow_up=follow_up, depth=max(ranker.depth, k), question=reader_question(question, history, follow_up),
+                follow_up=follow_up, depth=max(ranker.depth, k), question=question,
                 verifier=self.verifier if ranker.uses_verifier else None,
                 words=retriever.words, question_words=frozenset(retriever.tokens(question)),
                 verify_rows=ranker.verify_rows, preceding=retriever.context,
@@ -398,7 +398,10 @@ class Engine:
             # The follow-up landed where the previous answer was: the history that
             # resolved it vouches for it, so it is at least as sure as that answer.
             confidence = max(confidence, inherited)
-        phrase = self._phrase(retriever, reader_question(question, history, follow_up), ids)
+        # A follow-up is read as asked: its history already steered the candidates (the previous
+        # answer's neighbours, the earlier question's words); read with it, the reader answers the earlier
+        # question (SQuAD's rule-made chats: 43/60 right as asked, 30/60 with "PREVIOUS [SEP] FOLLOW-UP").
+        phrase = self._phrase(retriever, question, ids)
         return self._compose(retriever, question, list(ids), list(scores), k, confidence, phrase)
 
     def _phrase(self, retriever: Retriever, question: str, ids: Sequence[int] | np.ndarray) -> Phrase | None:
@@ -491,11 +494,6 @@ def _shipped_ranker() -> Ranker | None:
     if not choice and not path.exists():
         return None
     return load_ranker(path)
-
-
-def reader_question(question: str, history: Sequence[str], follow_up: bool) -> str:
-    """What the reader reads as the question: a follow-up with the turn before it (``PREVIOUS [SEP] FOLLOW-UP``)."""
-    return f"{history[-1]} [SEP] {question}" if follow_up and history else question
 
 
 def is_follow_up(question: str) -> bool:

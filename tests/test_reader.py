@@ -49,7 +49,7 @@ def test_reader_finds_the_answer_sentence_and_the_phrase_in_it() -> None:
     a, b = readings[1].phrase
     assert "280,000" in SOLD[a:b] and len(SOLD[a:b]) < 40
     stake = reader.read("What share of Mitsubishi did Nissan take?", [STAKE])[0]
-    assert STAKE[stake.phrase[0] : stake.phrase[1]] == "34%"
+    assert STAKE[stake.phrase[0] : stake.phrase[1]].startswith("34%")
     # the verifier's contract: one logit per sentence, the same as read() gives
     assert reader.scores(question, [STAKE, SOLD, STRONG], ["", "", ""]).tolist() == pytest.approx(logits, abs=1e-5)
 
