@@ -142,6 +142,11 @@ class OnnxReader(OnnxVerifier):
                         self._memo.popitem(last=False)
         return [r for r in out if r is not None]
 
+    def clear_cache(self) -> None:
+        """Forget remembered readings (benchmarks use it so every answer reads)."""
+        with self._memo_lock:
+            self._memo.clear()
+
     def scores(self, question: str, sentences: list[str], contexts: list[str] | None = None) -> np.ndarray:
         return np.array([r.logit for r in self.read(question, sentences, contexts)], dtype=np.float32)
 

@@ -184,8 +184,10 @@ def test_hostile_document_is_escaped_and_unicode_highlights_are_exact(tricky_app
     )
     assert result["sources"][0]["doc"] == HOSTILE_ID and result["sources"][0]["text"] == HOSTILE_SENTENCE
     messages, panel, _ = chat(tricky_app, "What tag does the Zorblax installer manual print on its warranty page?")
-    assert "<script" not in panel and "&lt;script&gt;" in panel
-    assert parse(panel).ranked[1] == ("answer", HOSTILE_SENTENCE)
+    # the tag is shown as text (the answer phrase's markup may cut through it), never as a tag
+    shown = parse(panel)
+    assert "<script" not in panel and HOSTILE_SCRIPT in "".join(shown.text) and "script" not in shown.tags
+    assert shown.ranked[1] == ("answer", HOSTILE_SENTENCE)
     reply, tags = rendered_text(messages[-1]["content"][0]["text"])
     assert HOSTILE_SCRIPT in reply and "script" not in tags
 
