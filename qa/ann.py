@@ -2,7 +2,7 @@
 
 Exact search (FAISS ``IndexFlatIP``) costs time in proportion to the corpus
 and keeps every vector in memory as float32. Above the break-even measured
-for this project (README "Scale"), the index searched first is an inverted
+for this project (docs/benchmarks.md "Scale"), the index searched first is an inverted
 file (``IVF<nlist>,SQ8``): vectors are clustered into ``nlist`` lists and a
 question scans only the ``nprobe`` lists nearest to it, holding one byte per
 dimension. IVF was chosen over HNSW because it supports removing and adding
@@ -13,7 +13,7 @@ not fit the memory target at a million sentences.
 build time by measurement: the smallest power of two whose recall@10 against
 exact search reaches RECALL_TARGET on held-out sentences of the corpus itself
 used as questions. On corpora that hold the questions' answers this tracks
-real questions (README "Scale": at a million sentences with 1,024 lists,
+real questions (docs/benchmarks.md "Scale": at a million sentences with 1,024 lists,
 held-out recall 0.970 and 0.987 at nprobe 32 and 64, 1,000 SQuAD and SciFact
 questions 0.962 and 0.974; with the 4,096 lists this rule makes there, the
 calibrated nprobe 128 gave those questions 0.9805). Questions about nothing in the corpus lie farther from every
@@ -40,8 +40,8 @@ from qa.types import IndexStateError
 
 log = logging.getLogger(__name__)
 
-EXACT_UP_TO = 150_000  # vectors (two per sentence): measured break-even, README "Scale"
-RECALL_TARGET = 0.97  # on held-out sentences as questions (README "Scale")
+EXACT_UP_TO = 150_000  # vectors (two per sentence): measured break-even, docs/benchmarks.md "Scale"
+RECALL_TARGET = 0.97  # on held-out sentences as questions (docs/benchmarks.md "Scale")
 LISTS_PER_ROOT = 4  # nlist / sqrt(n); at 1M sentences 4,096 lists at nprobe 64 match 1,024 at 64 in recall, 3x faster
 CALIBRATION_QUERIES = 300
 TRAIN_PER_LIST = 48  # k-means training points per list: FAISS asks for 39 at least

@@ -52,7 +52,7 @@ _WORDS = re.compile(r"[\w’']+")
 
 @dataclass(frozen=True)
 class AnswerSettings:
-    """Abstention and follow-up settings; README "Retrieval settings" says how each was chosen."""
+    """Abstention and follow-up settings; docs/design.md "Retrieval settings" says how each was chosen."""
 
     abstain_below: float = 0.40  # confidence under which the sources "don't answer" (bench/tune.py)
     history_weight: float = 0.5  # weight of the previous question's vector in a follow-up

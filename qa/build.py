@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # the passage, so a sentence that only makes sense in context ("The vehicle
 # will be sold ...", "Utilising the tech giant's Azure ...") can still be
 # found. Context comes from before only: that is where what a sentence refers
-# to was said. See README, "Retrieval settings".
+# to was said. See docs/design.md, "Retrieval settings".
 EMBEDDING: dict[str, Any] = {"views": ["sentence", "window"], "before": 1, "after": 0, "title": True}
 
 

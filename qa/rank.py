@@ -32,11 +32,11 @@ FORMAT = 1
 MODELS = Path(__file__).parent / "models"
 SHIPPED = MODELS / "ranker.json"
 # Candidates the verifier reads. Reading 3 saved 9 ms an answer but lost the article's answers that
-# the first ranker puts 4th or 5th (dev 19/20, held-out 17/20; README, "Latency").
+# the first ranker puts 4th or 5th (dev 19/20, held-out 17/20; docs/benchmarks.md, "Latency").
 VERIFY_TOP = 5
 # ... less those the first ranker puts more than this many logits behind its best: a candidate that
 # far behind almost never wins (SQuAD, 5 folds: top-1 by ranking unchanged), and an answerable
-# question's verifier then reads 2 or 3 candidates, not 5 (README, "Latency").
+# question's verifier then reads 2 or 3 candidates, not 5 (docs/benchmarks.md, "Latency").
 VERIFY_MARGIN = 4.0
 
 FEATURES: tuple[str, ...] = (
@@ -238,7 +238,7 @@ CALIBRATION_INPUTS = (
     "novel",  # share of its words not in the question
 )
 # The inputs ``qa train`` uses unless told otherwise (and those of files that name none). The
-# verifier's inputs raise SQuAD's abstention on unanswerable questions (README, "Answer quality")
+# verifier's inputs raise SQuAD's abstention on unanswerable questions (docs/benchmarks.md, "Answer quality")
 # but make the article's answerable questions abstain more often: the verifier, trained on
 # encyclopaedia questions, is less sure on news text, so the default leaves them out.
 DEFAULT_CALIBRATION_INPUTS = ("top", "margin", "cosine", "bm25")

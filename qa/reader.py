@@ -23,12 +23,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
 
 import numpy as np
 
 from qa.embed import feeds, model_run
-from qa.verify import OnnxVerifier, VerifierError, verifier_text
+from qa.verify import OnnxVerifier, VerifierError, load_shared, verifier_text
 
 MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_READER = MODELS / "reader-int8.onnx"
@@ -151,10 +150,6 @@ class OnnxReader(OnnxVerifier):
         return np.array([r.logit for r in self.read(question, sentences, contexts)], dtype=np.float32)
 
 
-_readers: dict[tuple[Path, int, int, int], OnnxReader] = {}
-_lock = threading.Lock()
-
-
 def is_reader(path: str | Path) -> bool:
     """Whether a model file is a reader (by its settings file beside it, ``reader.json``, or its name)."""
     p = Path(path)
@@ -163,17 +158,4 @@ def is_reader(path: str | Path) -> bool:
 
 def load_reader(path: str | Path = DEFAULT_READER) -> OnnxReader:
     """The process-wide reader for a model file (loaded once, shared by threads; reloaded when replaced)."""
-    resolved = Path(path).resolve()
-    try:
-        info = resolved.stat()
-    except OSError:
-        info = None
-    if info is None or not S_ISREG(info.st_mode):
-        raise VerifierError(f"no reader model at {resolved}")
-    key = (resolved, info.st_size, info.st_mtime_ns, info.st_ino)
-    with _lock:
-        if key not in _readers:
-            for old in [k for k in _readers if k[0] == resolved]:
-                del _readers[old]
-            _readers[key] = OnnxReader(resolved)
-        return _readers[key]
+    return load_shared(path, OnnxReader, "reader")

@@ -1,6 +1,6 @@
 """Question -> ranked sentences: dense (FAISS) and BM25 scores, fused.
 
-The settings below were chosen by measurement (``qa eval``); the README's
+The settings below were chosen by measurement (``qa eval``); docs/design.md's
 "Retrieval settings" section gives the figures behind each.
 """
 
@@ -165,7 +165,7 @@ class Retriever:
         return Candidates(ids, raw[:, 0], raw[:, -1], central[:, 0], central[:, -1], bm25, typed, boosted)
 
     def fuse(self, c: Candidates) -> np.ndarray:
-        """The hand-set first-stage score of each candidate (README "Retrieval settings")."""
+        """The hand-set first-stage score of each candidate (docs/design.md "Retrieval settings")."""
         cfg = self.settings
         sims0 = c.dense - cfg.centrality_penalty * c.central_dense
         sims1 = c.context - cfg.centrality_penalty * c.central_context

@@ -23,7 +23,7 @@ Layout of an index folder::
         bm25/              bm25s arrays (.npy) and vocabulary (JSON)
 
 Everything is read memory-mapped or on demand, never parsed row by row, so
-loading takes the same time for 1,000 sentences or 1,000,000 (README "Scale").
+loading takes the same time for 1,000 sentences or 1,000,000 (docs/benchmarks.md "Scale").
 
 A build writes a ``.tmp-*`` folder, renames it to ``v-<version>`` and then
 replaces ``CURRENT``; a reader either sees the old version or the new one.
@@ -68,7 +68,7 @@ FORMAT_VERSION = 3
 SENTENCE_COLUMNS = ("doc", "start", "end", "passage_start", "passage_end", "citable", "extra", "document_first")
 LARGE_FILE = 64 << 20  # bytes: a larger file is checked at load by a sampled fingerprint, not a full sha256
 SAMPLE_BLOCKS = 64
-EXACT_DTYPE = np.float16  # vectors kept beside an approximate index: half the memory (README "Scale")
+EXACT_DTYPE = np.float16  # vectors kept beside an approximate index: half the memory (docs/benchmarks.md "Scale")
 CURRENT = "CURRENT"
 LOCK = "index.lock"
 MARKER = ".qa-index"  # in the index root: this folder is an index
@@ -555,7 +555,7 @@ def write_folder(
 
 
 def centrality_of(vectors: np.ndarray) -> np.ndarray:
-    """Each vector's cosine with the corpus centroid (README "Retrieval settings": centrality)."""
+    """Each vector's cosine with the corpus centroid (docs/design.md "Retrieval settings": centrality)."""
     if not len(vectors):
         return np.zeros(0, dtype=np.float32)
     centroid = vectors.mean(axis=0)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,9 @@ def verifier_text(sentence: str, context: str) -> str:
 
 class VerifierError(QAError):
     """The verifier model is missing, damaged or not a verifier."""
+
+
+V = TypeVar("V", bound="OnnxVerifier")
 
 
 class OnnxVerifier:
@@ -101,15 +104,14 @@ class OnnxVerifier:
             return {}
 
 
-_verifiers: dict[tuple[Path, int, int, int], OnnxVerifier] = {}  # (file, size, mtime, inode)
+_models: dict[tuple[Path, int, int, int], OnnxVerifier] = {}  # (file, size, mtime, inode)
 _lock = threading.Lock()
 
 
-def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
-    """The process-wide verifier for a model file (loaded once, shared by threads).
+def load_shared(path: str | Path, kind: type[V], what: str) -> V:
+    """The process-wide ``kind`` model for a file (loaded once, shared by threads).
 
-    A file replaced since it was loaded (a verifier retrained into the same
-    folder) is loaded again.
+    A file replaced since it was loaded (a model retrained into the same folder) is loaded again.
     """
     resolved = Path(path).resolve()
     try:
@@ -117,11 +119,17 @@ def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
     except OSError:
         info = None
     if info is None or not S_ISREG(info.st_mode):
-        raise VerifierError(f"no verifier model at {resolved}")
+        raise VerifierError(f"no {what} model at {resolved}")
     key = (resolved, info.st_size, info.st_mtime_ns, info.st_ino)
     with _lock:
-        if key not in _verifiers:
-            for old in [k for k in _verifiers if k[0] == resolved]:
-                del _verifiers[old]
-            _verifiers[key] = OnnxVerifier(resolved)
-        return _verifiers[key]
+        model = _models.get(key)
+        if not isinstance(model, kind):
+            for old in [k for k in _models if k[0] == resolved]:
+                del _models[old]
+            model = _models[key] = kind(resolved)
+        return model
+
+
+def load_verifier(path: str | Path = DEFAULT_VERIFIER) -> OnnxVerifier:
+    """The process-wide verifier for a model file (:func:`load_shared`)."""
+    return load_shared(path, OnnxVerifier, "verifier")
