@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -117,15 +118,95 @@ def build_model(model: Path, layers: int):  # type: ignore[no-untyped-def]
     return Reader()
 
 
-def plan(pairs: list[dict[str, Any]], questions: int | None, batch: int, seed: int) -> list[list[int]]:
-    """The run's batches (pair indices), fixed by the seed: a resumed run takes up where it stopped."""
+OPPOSITE = {
+    "first": "last", "last": "first", "largest": "smallest", "smallest": "largest", "biggest": "smallest", "most":
+    "least", "least": "most", "before": "after", "after": "before", "highest": "lowest", "lowest": "highest",
+    "earliest": "latest", "latest": "earliest", "longest": "shortest", "shortest": "longest", "north": "south",
+    "south": "north", "east": "west", "west": "east", "increase": "decrease", "decrease": "increase", "won":
+    "lost", "lost": "won", "oldest": "youngest", "youngest": "oldest", "older": "younger", "younger": "older",
+    "larger": "smaller", "smaller": "larger", "higher": "lower", "lower": "higher", "more": "fewer", "fewer":
+    "more", "major": "minor", "minor": "major", "best": "worst", "worst": "best", "maximum": "minimum",
+    "minimum": "maximum", "upper": "lower", "public": "private", "private": "public", "inside": "outside",
+    "outside": "inside", "early": "late", "late": "early", "start": "end", "end": "start",
+}  # fmt: skip
+NEGATED = {"did": "didn't", "does": "doesn't", "do": "don't", "was": "wasn't", "were": "weren't", "is": "isn't",
+           "are": "aren't", "can": "can't", "could": "couldn't", "has": "hasn't", "have": "haven't",
+           "had": "hadn't", "will": "won't", "would": "wouldn't", "should": "shouldn't"}  # fmt: skip
+WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
+
+
+def unanswerable(question: str, sentence: str, names: list[str], rng: random.Random) -> str | None:
+    """The question changed so that ``sentence`` no longer answers it, as SQuAD 2.0's writers did.
+
+    One of: a name or number the sentence shares with the question swapped
+    for another of the same article that the sentence lacks; a word swapped
+    for its opposite (when the sentence lacks the opposite); a negation.
+    None when no change applies.
+    """
+    kinds: dict[str, list[tuple[int, int, str]]] = {"swap": [], "opposite": [], "negation": []}
+    lacking = [n for n in names if n not in sentence]
+    negated = " not " in question or "n't" in question
+    for k, m in enumerate(WORD.finditer(question)):
+        w = m.group()
+        if k > 0 and (w[0].isupper() or w.isdigit()) and w in sentence:
+            same_kind = [n for n in lacking if n.isdigit() == w.isdigit() and n != w]
+            if same_kind:
+                kinds["swap"].append((m.start(), m.end(), rng.choice(same_kind)))
+        opposite = OPPOSITE.get(w.lower())
+        if opposite and not re.search(rf"\b{opposite}\b", sentence, re.I):
+            kinds["opposite"].append((m.start(), m.end(), opposite.capitalize() if w[0].isupper() else opposite))
+        if w.lower() in NEGATED and not negated and not kinds["negation"]:
+            new = NEGATED[w.lower()]
+            kinds["negation"].append((m.start(), m.end(), new.capitalize() if w[0].isupper() else new))
+    if rng.random() > 0.4:
+        kinds["negation"] = []  # SQuAD 2.0's writers negated a tenth of their questions; keep it a minority here
+    usable = [v for v in kinds.values() if v]
+    if not usable:
+        return None
+    a, b, new = rng.choice(rng.choice(usable))
+    return question[:a] + new + question[b:]
+
+
+def add_unanswerable(pairs: list[dict[str, Any]], chosen: list[int], fraction: float, seed: int) -> list[int]:
+    """Append a rule-made unanswerable pair for ``fraction`` of the chosen gold pairs; their indices."""
+    rng = random.Random(seed + 1)
+    names: dict[str, set[str]] = {}
+    for p in pairs:
+        if p.get("kind") == "gold":
+            words = WORD.findall(p["sentence"])[1:]  # a sentence's first word is capitalised anyway
+            found = {w for w in words if w[0].isupper() or (w.isdigit() and len(w) <= 4)}
+            names.setdefault(p.get("article", ""), set()).update(found)
+    pools = {a: sorted(v) for a, v in names.items()}
+    added: list[int] = []
+    for i in chosen:
+        p = pairs[i]
+        if p.get("kind") != "gold" or rng.random() >= fraction:
+            continue
+        changed = unanswerable(p["question"], p["sentence"], pools.get(p.get("article", ""), []), rng)
+        if changed:
+            pairs.append({**p, "question": changed, "label": 0, "kind": "unanswerable", "span": None})
+            added.append(len(pairs) - 1)
+    return added
+
+
+def plan(
+    pairs: list[dict[str, Any]], questions: int | None, batch: int, seed: int, skip: int = 0, unanswerable: float = 0.0
+) -> list[list[int]]:
+    """The run's batches (pair indices), fixed by the seed: a resumed run takes up where it stopped.
+
+    ``skip`` leaves out the first questions of the seeded draw (those a run
+    given to ``--init`` trained on); ``unanswerable`` adds rule-made
+    unanswerable pairs to ``pairs`` (see ``add_unanswerable``).
+    """
     rng = random.Random(seed)
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
         groups.setdefault(p["question"], []).append(i)  # a question with all of its pairs
     keys = sorted(groups)
     rng.shuffle(keys)
-    chosen = [i for k in keys[:questions] for i in groups[k]]
+    chosen = [i for k in keys[skip : skip + questions if questions else None] for i in groups[k]]
+    if unanswerable:
+        chosen += add_unanswerable(pairs, chosen, unanswerable, seed)
     rng.shuffle(chosen)
     block = batch * BUCKET_BATCHES
     batches: list[list[int]] = []
@@ -208,7 +289,14 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
         [{"params": body, "lr": args.lr}, {"params": heads, "lr": args.lr * 20}], weight_decay=0.01
     )
     base = [args.lr, args.lr * 20]
-    batches = plan(pairs, args.questions, args.batch, args.seed)[: args.max_steps]
+    if args.init:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(args.init / "checkpoint.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        log.info("starting from the weights in %s", args.init)
+    batches = plan(pairs, args.questions, args.batch, args.seed, args.skip_questions, args.unanswerable)
+    batches = batches[: args.max_steps]
     steps = len(batches)
     warmup = max(1, steps // 20)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -304,6 +392,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: OUT/work)")
     parser.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged model)")
     parser.add_argument("--questions", type=int, default=None, help="train on N questions drawn at random")
+    parser.add_argument("--skip-questions", type=int, default=0, help="leave out the draw's first N questions")
+    parser.add_argument("--init", type=Path, default=None, help="start from the weights of this checkpoint folder")
+    parser.add_argument(
+        "--unanswerable", type=float, default=0.0, help="add a rule-made unanswerable pair for this share of positives"
+    )
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -351,6 +444,9 @@ def main() -> None:
         "lr": args.lr,
         "span_weight": args.span_weight,
         "seed": args.seed,
+        "skip_questions": args.skip_questions,
+        "init": str(args.init) if args.init else None,
+        "unanswerable": args.unanswerable,
         "pairs_file": args.pairs.name,
         "pairs_sha256": sha256(args.pairs),
         **report,

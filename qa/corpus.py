@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from functools import lru_cache
@@ -47,12 +46,6 @@ _PLACEHOLDER = re.compile(r"%[sd]|\{\d*\}|\{\{|\}\}")
 _CLOSERS = "\"'”’»)]"
 _TERMINAL = ".!?…"
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*\s")
-_BOMS = (  # longest first: a UTF-32-LE BOM starts like a UTF-16-LE one
-    (b"\xff\xfe\x00\x00", "utf-32"),
-    (b"\x00\x00\xfe\xff", "utf-32"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-)
 # (path, reason) pairs already warned about: a corpus walk runs on every status check.
 _warned: set[tuple[str, str]] = set()
 
@@ -120,40 +113,6 @@ def corpus_paths(corpus: str | os.PathLike[str]) -> list[tuple[str, str]]:
             found.append((prefix + name, entry.path))
     found.sort(key=lambda item: item[0])
     return found
-
-
-def decode(raw: bytes, name: str) -> tuple[str, str]:
-    """Decode file bytes: UTF-16/32 with a BOM, UTF-8 (BOM or not), else cp1252, else Latin-1.
-
-    Raises UnreadableFileError for bytes that are not text (NULs or many
-    control characters).
-    """
-    for bom, codec in _BOMS:
-        if raw.startswith(bom):
-            try:
-                return _check_text(raw.decode(codec), name), codec  # the BOM is dropped
-            except UnicodeDecodeError as exc:
-                raise UnreadableFileError(
-                    f"{name} starts with a {codec.upper()} byte-order mark but is not {codec.upper()} ({exc.reason})"
-                ) from None
-    try:
-        text, encoding = raw.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        for encoding in ("cp1252", "latin-1"):
-            try:
-                text = raw.decode(encoding)
-                break
-            except UnicodeDecodeError:
-                continue
-        log.warning("%s is not UTF-8; read it as %s", name, encoding)
-    return _check_text(text, name), encoding
-
-
-def _check_text(text: str, name: str) -> str:
-    controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
-    if "\x00" in text or controls > max(2, len(text) // 100):
-        raise UnreadableFileError(f"{name} is not a text file (binary content)")
-    return text
 
 
 def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:

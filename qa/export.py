@@ -37,7 +37,7 @@ from qa.store import sha256_file
 from qa.types import QAError
 
 if TYPE_CHECKING:
-    from qa.embed import OnnxEncoder
+    from qa.encoder import OnnxEncoder
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def quantise_documents(out: Path) -> dict[str, Any]:
     """
     import numpy as np
 
-    from qa.embed import OnnxEncoder
+    from qa.encoder import OnnxEncoder
 
     encoder = OnnxEncoder(out)
     outliers = peak_channels(out / "model.onnx", encoder, CHECK_TEXTS)
@@ -474,7 +474,7 @@ def verify(model_folder: Path, export: Path, texts: list[str] | None = None) -> 
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from qa.embed import OnnxEncoder
+    from qa.encoder import OnnxEncoder
 
     _quiet_libraries()
 
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", default=None, help="model id or folder (default: the packaged model)")
     parser.add_argument("--model-id", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from qa.embed import default_model, model_path
+    from qa.encoder import default_model, model_path
 
     model = args.model or default_model()
     try:

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from qa.readers import Layout
-
-# A box on a PDF page: (page from 1, left, bottom, right, top) in PDF points, origin bottom-left.
-Box = tuple[int, float, float, float, float]
+from qa.layout import Box, Layout
 
 # --- errors -------------------------------------------------------------------
 

@@ -242,7 +242,7 @@ def test_a_corpus_with_nothing_citable_builds_an_empty_index(make_corpus, tmp_pa
 
 def test_a_long_embedding_says_how_long_it_has_left(caplog: pytest.LogCaptureFixture) -> None:
     texts = [f"Sentence number {i} about the alliance's plans for {i % 7} markets." for i in range(120)]
-    with caplog.at_level(logging.INFO, logger="qa.embed"):
+    with caplog.at_level(logging.INFO, logger="qa.encoder"):
         get_encoder(DEFAULT_MODEL).model.encode(texts, batch_size=8, progress=True)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedded")]
     assert lines and "of 120 texts" in lines[0] and any("left" in line for line in lines[:-1])

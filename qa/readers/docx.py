@@ -15,7 +15,7 @@ import io
 import re
 import zipfile
 
-from qa.readers import Extracted, UnreadableFileError, join_blocks
+from qa.readers.base import Extracted, UnreadableFileError, join_blocks
 
 MAX_UNPACKED = 512 * 1024 * 1024  # bytes a .docx may unpack to
 MAX_RATIO = 200  # larger compression ratios on big members look like a zip bomb

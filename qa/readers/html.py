@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from qa.readers import Extracted, UnreadableFileError, join_blocks
+from qa.readers.base import Extracted, UnreadableFileError, join_blocks
 
 _MAIN = (".mw-parser-output", "main", "[role=main]", "article", "#mw-content-text", "#content", "body")
 _DROP_TAGS = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qa.readers import Extracted, Layout, UnreadableFileError
+from qa.readers.base import Extracted, Layout, UnreadableFileError
 
 log = logging.getLogger(__name__)
 

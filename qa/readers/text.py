@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 
-from qa.readers import Extracted, Layout
+from qa.readers.base import Extracted, Layout, decode
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
 
 
 def read(name: str, raw: bytes) -> Extracted:
-    from qa.corpus import decode  # decoding rules live with the corpus (shared with other callers)
-
     text, encoding = decode(raw, name)
     return Extracted(text, encoding)
 
