@@ -193,8 +193,8 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
     )
     print(f"RSS: {rss0:.0f} MB at start, {rss_mb():.0f} MB after load ({rss_parts()})", flush=True)
     engine = Engine(index)
-    engine._retriever = retriever  # the one just timed; the engine's own freshness walk is timed below
-    engine._current_stamp = engine._stamp()
+    engine.live._retriever = retriever  # the one just timed; the engine's own freshness walk is timed below
+    engine.live._current_stamp = engine.live._stamp()
     qs = questions(n_questions)
     vectors = np.stack([retriever.embed(q) for q in qs[:50]])
     t = time.perf_counter()

@@ -7,12 +7,10 @@ questions keep being answered from the old one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,22 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from qa import store
-from qa.build import build_index, index_status
+from qa.live import LiveIndex
 from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker, load_verifier
 from qa.reader import OnnxReader
 from qa.retrieve import Candidates, Retriever, answer_type
-from qa.types import Answer, IndexStateError, Phrase, QuestionError, Source
+from qa.types import Answer, Phrase, QuestionError, Source
 
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
 MAX_K = 20
 SPARE_SOURCES = 4  # first-stage candidates read per source asked for: repeated sentences are skipped
-# A question that arrives after a newer index version is on disk waits this long
-# for it to load (a 41,000-sentence index loads in ~0.6 s) before answering
-# from the old one.
-SWAP_WAIT_SECONDS = 30.0
 # The reader's probability for its best phrase under which an answer gives the sentence alone.
 # SQuAD tune, end to end (docs/benchmarks.md): 0 gives a phrase always (F1 0.602), 0.15 for 82% of
 # answers (F1 0.575), 0.3 for 59% (F1 0.508); the sentence is shown under the phrase either way.
@@ -112,7 +105,11 @@ def check_history(history: object) -> list[str]:
 
 
 class Engine:
-    """Answers questions from one index folder; thread-safe, loads once."""
+    """Answers questions from one index folder; thread-safe, loads once.
+
+    Keeping the index live (building, loading, swapping) is ``self.live``'s
+    job (:class:`qa.live.LiveIndex`); the engine ranks, reads and composes.
+    """
 
     def __init__(
         self,
@@ -120,19 +117,13 @@ class Engine:
         corpus: str | os.PathLike[str] | None = None,
         settings: AnswerSettings | None = None,
     ) -> None:
-        self.index = Path(index)
-        self.corpus = Path(corpus) if corpus is not None else None
         self.settings = settings or AnswerSettings()
-        self._retriever: Retriever | None = None
-        self._lock = threading.Lock()
-        self._current_stamp: tuple[int, int] | None = None
-        self._failed_stamp: tuple[int, int] | None = None  # a version whose load failed: not waited for again
-        self._loading: threading.Thread | None = None
-        self._status_cache: tuple[Any, float, tuple[str, str]] | None = None
         # The learned ranker and optional verifier (qa/rank.py); None ranks by the hand-set fusion.
         self.ranker: Ranker | None = _shipped_ranker()
         self._verifier: Verifier | None = None
         self._verifier_loaded = False  # the verifier loads with the index, not when the engine is made
+        self.live = LiveIndex(index, corpus, warm=lambda: self.verifier)
+        self.index = self.live.index
 
     @property
     def verifier(self) -> Verifier | None:
@@ -146,178 +137,17 @@ class Engine:
     def verifier(self, verifier: Verifier | None) -> None:
         self._verifier, self._verifier_loaded = verifier, True
 
-    # --- loading and swapping -------------------------------------------------
-
-    def _corpus(self) -> Path | None:
-        """The corpus to keep the index fresh with: the one given, else the one it was built from.
-
-        An index whose corpus folder is gone answers as built (None); only an
-        index that cannot be read falls back to ``$QA_CORPUS`` or ``./corpus``.
-        """
-        if self.corpus is not None and self.corpus.is_dir():
-            return self.corpus
-        with contextlib.suppress(IndexStateError):
-            folder = store.current_folder(self.index)
-            if folder is not None:
-                # any format: an index an earlier release built is rebuilt from its own corpus
-                built_from = Path(store.read_manifest(folder, any_format=True).corpus)
-                return built_from if built_from.is_dir() else None
-        fallback = Path(os.environ.get("QA_CORPUS", "corpus"))
-        return fallback if fallback.is_dir() else None
-
-    def ensure_fresh(self) -> None:
-        """Build the index if it is missing or stale (logging why).
-
-        Index file checksums are not read here: loading checks them once, and
-        a corrupted index is rebuilt then (see :meth:`retriever`).
-        """
-        corpus = self._corpus()
-        if corpus is None:
-            if store.current_folder(self.index) is None:
-                raise IndexStateError(
-                    f"no index in {self.index} and no corpus folder to build it from; "
-                    "set QA_CORPUS or run `qa index build --corpus DIR`"
-                )
-            log.warning("corpus folder not found; answering from the index as built")
-            return
-        status = index_status(corpus, self.index, verify=False)
-        if not status.fresh:
-            if status.state == "missing":
-                log.warning("no index in %s; building one from %s", self.index, corpus)
-            else:
-                log.warning("index %s is %s (%s); rebuilding", self.index, status.state, status.reason)
-            build_index(corpus, self.index)
-
     def retriever(self) -> Retriever:
-        """The live retriever; loads (and builds if needed) on first use.
-
-        When a newer version is on disk (``CURRENT`` changed), waits for it to
-        load, up to SWAP_WAIT_SECONDS, so a question asked after a build has
-        finished is answered from that build: in this process or another one.
-        A version whose load failed is not waited for again.
-        """
-        current = self._retriever
-        if current is None:
-            with self._lock:
-                if self._retriever is None:
-                    self.ensure_fresh()
-                    self._retriever = self._load_or_rebuild()
-                current = self._retriever
-            return current
-        deadline = time.monotonic() + SWAP_WAIT_SECONDS
-        # A load in flight is waited for too: it may have read CURRENT's new stamp but not swapped yet.
-        while (loading := self._maybe_swap()) is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning("the new index version is still loading; answering from the previous one")
-                break
-            loading.join(remaining)
-        return self._retriever or current
-
-    def _load_or_rebuild(self) -> Retriever:
-        """Load the index (checking every file's checksum); rebuild it once if that fails."""
-        try:
-            return self._load()
-        except IndexStateError as exc:
-            corpus = self._corpus()
-            if corpus is None:
-                raise
-            log.warning("index %s is corrupted (%s); rebuilding", self.index, exc)
-            build_index(corpus, self.index)
-            return self._load()
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.index / store.CURRENT)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_ino
-
-    def _load(self) -> Retriever:
-        stamp = self._stamp()
-        folder = store.current_folder(self.index)
-        if folder is None:
-            raise IndexStateError(f"no index has been built in {self.index}")
-        retriever = Retriever(store.load_folder(folder))
-        _ = retriever.encoder.model, self.verifier  # load the models now, not on the first question
-        self._current_stamp = stamp
-        log.info("loaded index %s (%s)", folder, retriever.data.manifest.version)
-        return retriever
-
-    def _maybe_swap(self) -> threading.Thread | None:
-        """Start loading a newer index version in a thread (swapped in when ready); returns the loading thread."""
-        stamp = self._stamp()
-        loading = self._loading
-        if loading is not None and loading.is_alive():
-            return loading
-        if stamp in (self._current_stamp, self._failed_stamp):
-            return None
-
-        def load() -> None:
-            try:
-                retriever = self._load()
-            except Exception as exc:  # keep serving the old index
-                log.warning("could not load the new index version: %s", exc)
-                self._failed_stamp = stamp  # don't retry on every question; the next build retries
-                return
-            self._retriever = retriever  # one attribute store: a question sees old or new, never a mix
-
-        with self._lock:
-            if self._loading is None or not self._loading.is_alive():
-                self._loading = threading.Thread(target=load, name="qa-index-swap", daemon=True)
-                self._loading.start()
-            return self._loading
+        """The live version's retriever (see :meth:`qa.live.LiveIndex.retriever`)."""
+        return self.live.retriever()
 
     def refresh(self, *, wait: bool = False) -> None:
-        """Swap to a newer index version if one was built; questions meanwhile use the old one.
-
-        The load runs in a background thread (``wait`` blocks until it ends). Does
-        nothing before the first question has loaded an index. A file watcher calls
-        this after each rebuild so the swap does not wait for the next question.
-        """
-        if self._retriever is None:
-            return
-        self._maybe_swap()
-        loading = self._loading
-        if wait and loading is not None:
-            loading.join()
+        """Swap to a newer index version if one was built (see :meth:`qa.live.LiveIndex.refresh`)."""
+        self.live.refresh(wait=wait)
 
     def status(self, *, max_age: float = 0.0) -> dict[str, Any]:
-        """The index as a status panel shows it.
-
-        ``version``, ``built_at``, ``documents``, ``sentences`` describe the index
-        answering questions now (None before the first load); ``state`` compares
-        the index on disk with the corpus (fresh, stale, missing, corrupted);
-        ``swapping`` is true while a newer version loads in the background.
-
-        Comparing with the corpus walks it: a comparison made for the same
-        version within ``max_age`` seconds is reused (``max_age=math.inf``: once
-        per version; a watcher's rebuild makes a new version).
-        """
-        retriever = self._retriever
-        manifest = retriever.data.manifest if retriever is not None else None
-        key = (self._stamp(), manifest.version if manifest else None)
-        cached = self._status_cache
-        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < max_age:
-            state, reason = cached[2]
-        else:
-            corpus = self._corpus()
-            if corpus is None:
-                state, reason = "unknown", "no corpus folder to compare with"
-            else:
-                st = index_status(corpus, self.index, model=manifest.model if manifest else None, verify=False)
-                state, reason = st.state, st.reason
-            self._status_cache = (key, time.monotonic(), (state, reason))
-        loading = self._loading
-        return {
-            "version": manifest.version if manifest else None,
-            "built_at": manifest.built_at if manifest else None,
-            "documents": manifest.documents if manifest else 0,
-            "sentences": manifest.sentences if manifest else 0,
-            "state": state,
-            "reason": reason,
-            "swapping": bool(loading and loading.is_alive()),
-        }
+        """The live version and its state against the corpus (see :meth:`qa.live.LiveIndex.status`)."""
+        return self.live.status(max_age=max_age)
 
     # --- answering ------------------------------------------------------------
 

@@ -336,6 +336,21 @@ def verify_files(folder: Path, manifest: Manifest, *, full: bool = False) -> Non
             raise IndexStateError(f"index file {path} is corrupted (checksum mismatch)")
 
 
+def file_stamps(folder: Path, manifest: Manifest) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime in ns, inode) of each index file: what changes when a file is rewritten or truncated.
+
+    A file that cannot be stat'ed gets (-1, -1, -1).
+    """
+    stamps: dict[str, tuple[int, int, int]] = {}
+    for name in manifest.files:
+        try:
+            st = os.stat(folder / name)
+            stamps[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            stamps[name] = (-1, -1, -1)
+    return stamps
+
+
 def _read_only_map(path: Path) -> bytes | mmap.mmap:
     with path.open("rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
