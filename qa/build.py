@@ -444,6 +444,19 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
         early.close()
 
 
+@dataclasses.dataclass
+class _Split:
+    """A build's documents as read or reused: what gets embedded and written."""
+
+    documents: list[StoredDocument] = dataclasses.field(default_factory=list)
+    sentences: list[Sentence] = dataclasses.field(default_factory=list)
+    views: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (sentence position, embedded text)
+    keys: list[str] = dataclasses.field(default_factory=list)  # each view's content key
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # doc id -> file sha256
+    stats: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # doc id -> [size, mtime, ctime, inode]
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def _build_with(
     corpus: Path,
     index: Path,
@@ -454,6 +467,25 @@ def _build_with(
     early: _EarlyEmbedder,
     started: float,
 ) -> Manifest:
+    """Read (or reuse) every file, embed what is new, write the version: the three steps of a build."""
+    split = _read_and_split(corpus, old, encoder, early)
+    if not split.documents:
+        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
+    old_rows = old_keys.rows(np.array(split.keys, dtype="S32"))
+    vectors, encoder_info = _vectors(split, old, old_rows, encoder, early)
+    manifest = _write(corpus, index, model, old, split, vectors, encoder_info, old_rows, started)
+    log.info("built %s: %s", index, split.report)
+    return manifest
+
+
+def _read_and_split(
+    corpus: Path, old: store.IndexData | store.StoredVectors | None, encoder: Encoder, early: _EarlyEmbedder
+) -> _Split:
+    """Every corpus file, split; a file whose bytes the old index holds (here or under another name) is reused.
+
+    Texts of files split just now go to ``early`` to be embedded while the
+    next files are read.
+    """
     old_data = old if isinstance(old, store.IndexData) else None
     same_split = old_data is not None and old_data.manifest.settings.get("splitter") == SPLITTER
     old_documents: Mapping[str, StoredDocument] = {}
@@ -467,17 +499,12 @@ def _build_with(
         by_sha = {sha: d for d, sha in old_sha.items()}
     old_sources = old.manifest.sources if old is not None else {}
 
-    documents: list[StoredDocument] = []
-    sentences: list[Sentence] = []
-    views: list[tuple[int, str]] = []
-    report: dict[str, Any] = {"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0}
-    report["skipped"] = []
+    split = _Split()
+    report = split.report
+    report.update({"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0, "skipped": []})
     reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
-    sources: dict[str, str] = {}
-    stats: dict[str, list[int]] = {}  # document id -> [size, mtime_ns, ctime_ns, inode] of settled files
     split_started = time.perf_counter()
     files = corpus_files(corpus)
-    keys: list[str] = []  # each view's content key
     progress_at = time.monotonic() + 2.0
     for n, (doc_id, path) in enumerate(files, 1):
         if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
@@ -493,9 +520,9 @@ def _build_with(
             continue
         # A file we skip is still recorded in ``sources`` so that the index is
         # fresh until it changes (otherwise it would look "added" forever).
-        sources[doc_id] = sha
+        split.sources[doc_id] = sha
         if stat is not None:
-            stats[doc_id] = stat
+            split.stats[doc_id] = stat
         same = old_sha.get(doc_id) == sha
         source_id = doc_id if same else by_sha.get(sha)
         if source_id is not None:
@@ -513,23 +540,31 @@ def _build_with(
                 continue
             passages, doc_sentences = split_document(doc)
             stored = StoredDocument(doc.id, doc.sha256, doc.encoding, document_title(doc, passages), doc.text)
-        offset = len(sentences)
-        documents.append(stored)
-        sentences.extend(doc_sentences)
+        offset = len(split.sentences)
+        split.documents.append(stored)
+        split.sentences.extend(doc_sentences)
         for i, text in embedding_views(stored.title, doc_sentences):
-            views.append((offset + i, text))
-            keys.append(_key(encoder.export_id, text))
+            split.views.append((offset + i, text))
+            split.keys.append(_key(encoder.export_id, text))
             if source_id is None:  # split just now: where the split's time goes, and new texts come from
-                early.add(keys[-1], text)
+                early.add(split.keys[-1], text)
     report["split_seconds"] = round(time.perf_counter() - split_started, 3)
     # A skipped file whose bytes did not change is not read again: its reason comes from the last build.
     old_reasons = old.manifest.build.get("skipped_reasons", {}) if old is not None else {}
     report["skipped_reasons"] = {d: reasons.get(d) or old_reasons.get(d) or "unreadable" for d in report["skipped"]}
-    _count_files(report, old_sources, sources, [d.id for d in documents])
-    if not documents:
-        raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
+    _count_files(report, old_sources, split.sources, [d.id for d in split.documents])
+    return split
 
-    old_rows = old_keys.rows(np.array(keys, dtype="S32"))
+
+def _vectors(
+    split: _Split,
+    old: store.IndexData | store.StoredVectors | None,
+    old_rows: np.ndarray,
+    encoder: Encoder,
+    early: _EarlyEmbedder,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Every view's vector: read from the old index when its key is there, else embedded (each text once)."""
+    views, keys, report = split.views, split.keys, split.report
     todo = np.flatnonzero(old_rows < 0).tolist()  # embedded now; the rest reuse old_rows
     # Loading the model only to learn its dimension would cost a CLI rebuild seconds.
     dimension = old.manifest.dimension if old is not None and not todo else encoder.dimension
@@ -556,10 +591,26 @@ def _build_with(
     touched = {views[i][0] for i in todo}
     report["sentences_embedded"] = len(touched)
     report["sentences_reused"] = len({pos for pos, _ in views}) - len(touched)
+    return vectors, encoder_info
 
-    citable = np.array([i for i, s in enumerate(sentences) if s.citable], dtype=np.int32)
+
+def _write(
+    corpus: Path,
+    index: Path,
+    model: str,
+    old: store.IndexData | store.StoredVectors | None,
+    split: _Split,
+    vectors: np.ndarray,
+    encoder_info: dict[str, Any],
+    old_rows: np.ndarray,
+    started: float,
+) -> Manifest:
+    """BM25 and the search index over the new version, then its folder, written atomically."""
+    old_data = old if isinstance(old, store.IndexData) else None
+    report = split.report
+    citable = np.array([i for i, s in enumerate(split.sentences) if s.citable], dtype=np.int32)
     bm25_started = time.perf_counter()
-    sparse = SparseIndex.build(bm25_texts(sentences))
+    sparse = SparseIndex.build(bm25_texts(split.sentences))
     report["bm25_seconds"] = round(time.perf_counter() - bm25_started, 3)
     previous_search = old_data.vectors if old_data is not None else None
     search_index, search = ann.build(
@@ -571,30 +622,28 @@ def _build_with(
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model=model,
         encoder=encoder_info,
-        dimension=dimension,
+        dimension=int(vectors.shape[1]),
         corpus=str(corpus.resolve()),
         settings=settings(),
-        sources=sources,
-        stats=stats,
+        sources=split.sources,
+        stats=split.stats,
         files={},
-        documents=len(documents),
-        sentences=len(sentences),
-        vectors=len(views),
+        documents=len(split.documents),
+        sentences=len(split.sentences),
+        vectors=len(split.views),
         build=report,
         search=search,
     )
-    manifest = store.write_folder(
+    return store.write_folder(
         index,
         manifest,
-        documents,
-        sentences,
+        split.documents,
+        split.sentences,
         vectors,
-        np.array([i for i, _ in views], dtype=np.int32),
-        keys,
+        np.array([i for i, _ in split.views], dtype=np.int32),
+        split.keys,
         sparse,
         citable,
         search=search_index,
         started=started,
     )
-    log.info("built %s: %s", index, report)
-    return manifest
