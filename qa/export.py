@@ -311,7 +311,7 @@ def quantise_documents(out: Path) -> dict[str, Any]:
 
     Measured on this project's machine (2 cores, AVX2 without VNNI): about
     1.4x fp32's texts a second, cosine with fp32 0.998 on average on news
-    text; SciFact and the dev questions in docs/benchmarks.md (``bench/encoder_int8.py``).
+    text (``bench/document_encoder.py``); SciFact and the dev questions in docs/benchmarks.md.
     """
     import numpy as np
 
