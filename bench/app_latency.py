@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = Path("/work/shared/eval/dev_questions.jsonl")
+QUESTIONS = ROOT.parent / "shared" / "eval" / "dev_questions.jsonl"
 
 
 def free_port() -> int:
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--start", default="make run", help="command that starts the app (QA_PORT is set for it)")
     parser.add_argument("-n", type=int, default=50, help="questions to time through gradio_client")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
+    parser.add_argument("--index", default="index", help="the index the app serves, for the in-process comparison")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--clients", default="1,8,16,32", help="concurrent client counts, comma-separated")
     parser.add_argument("--per-client", type=int, default=20, help="questions each concurrent client asks")
@@ -200,12 +201,12 @@ def main() -> None:
 
     from qa import answer, get_engine
 
-    get_engine("index").retriever()  # load once, as the app does at start-up
-    answer(asked[0], index="index")
+    get_engine(args.index).retriever()  # load once, as the app does at start-up
+    answer(asked[0], index=args.index)
     direct_times = []
     for q in asked:
         t = time.perf_counter()
-        answer(q, index="index")
+        answer(q, index=args.index)
         direct_times.append(time.perf_counter() - t)
 
     ms = 1000

@@ -13,8 +13,8 @@
    in a separate process; the bench notes when each build returned and reads
    the new version's sentences.
 4. Reports requests, errors, answers inconsistent with their index version (a
-   source not among that version's sentences, or an answer text that is not
-   its first source), answers from a version older than the newest build that
+   source not among that version's sentences, or an answer text that does not
+   quote its first source), answers from a version older than the newest build that
    had returned before the question was sent, answers citing a file whose
    deletion had been built before the question was sent, and p50/p95 latency.
 
@@ -200,7 +200,7 @@ def main() -> int:
         r for r in answered
         if r.version not in versions
         or not set(r.sources) <= versions[r.version]
-        or (r.sources and not r.abstained and not r.text.startswith(" ".join(r.sources[0][3].split())))
+        or (r.sources and not r.abstained and " ".join(r.sources[0][3].split()) not in r.text)
     ]  # fmt: skip
     older = []
     cites_deleted = []

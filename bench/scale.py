@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -58,27 +59,27 @@ def write_if_changed(path: Path, body: bytes) -> None:
         path.write_bytes(body)
 
 
-def write_real(corpus: Path) -> list[Path]:
-    """The real documents as corpus files (BBC, SciFact, SQuAD); returns their paths."""
+def write_real(corpus: Path, limit: int | None = None) -> list[Path]:
+    """The real documents as corpus files (BBC, SciFact, SQuAD; the first ``limit`` of each); returns their paths."""
     from qa.squad import load_squad
 
     paths: list[Path] = []
     with zipfile.ZipFile(BBC) as z:
-        for name in sorted(z.namelist()):
-            if name.endswith(".txt"):
-                parts = Path(name).parts  # bbc/<category>/<nnn>.txt
-                target = corpus / "bbc" / parts[-2] / parts[-1]
-                write_if_changed(target, z.read(name))
-                paths.append(target)
+        names = [name for name in sorted(z.namelist()) if name.endswith(".txt")]
+        for name in names[:limit]:
+            parts = Path(name).parts  # bbc/<category>/<nnn>.txt
+            target = corpus / "bbc" / parts[-2] / parts[-1]
+            write_if_changed(target, z.read(name))
+            paths.append(target)
     with gzip.open(SCIFACT, "rt", encoding="utf-8") as f:
-        for line in f:
+        for line in itertools.islice(f, limit):
             d = json.loads(line)
             target = corpus / "scifact" / f"{_UNSAFE.sub('_', str(d['_id']))}.txt"
             title = " ".join(str(d["title"]).split())
             write_if_changed(target, f"{title}\n\n{d['text'].strip()}\n".encode())
             paths.append(target)
     squad = load_squad(SQUAD)
-    for a in squad.articles:
+    for a in squad.articles[:limit]:
         target = corpus / "squad" / a.doc
         write_if_changed(target, a.text.encode("utf-8"))
         paths.append(target)
@@ -269,6 +270,7 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--ranked", type=int, default=200, help="questions also answered with the shipped ranker")
     parser.add_argument("--query-only", action="store_true", help="skip the builds: query the last built index")
+    parser.add_argument("--real", type=int, help="only the first N documents of each real source (smoke runs)")
     parser.add_argument("--query", type=Path, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
@@ -284,7 +286,7 @@ def main() -> int:
     corpus, real_index, index = work / "corpus", work / "index", work / f"index-{args.sentences}"
     if not args.query_only:
         t = time.perf_counter()
-        write_real(corpus)
+        write_real(corpus, args.real)
         if (corpus / "gen").is_dir():
             shutil.rmtree(corpus / "gen")
         real = build_index(corpus, real_index)

@@ -9,8 +9,8 @@ unanswerable questions, which is what the abstention threshold is set from.
 
 from __future__ import annotations
 
+import argparse
 import itertools
-import sys
 
 from qa.answer import AnswerSettings, Engine
 from qa.eval import evaluate, load_cases
@@ -18,9 +18,12 @@ from qa.retrieve import RetrievalSettings
 
 
 def main() -> None:
-    index, files = sys.argv[1], sys.argv[2:]
-    cases = [c for f in files for c in load_cases(f)]
-    engine = Engine(index)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("index", help="a built index folder")
+    parser.add_argument("questions", nargs="+", help="question files (JSONL, as qa eval reads)")
+    args = parser.parse_args()
+    cases = [c for f in args.questions for c in load_cases(f)]
+    engine = Engine(args.index)
     engine.ranker = None  # this tunes the first stage: hand-set fusion and cosine confidence
     retriever = engine.retriever()
     # Every setting asks the same questions: embed each once.
@@ -57,6 +60,9 @@ def main() -> None:
     no = sorted(o.answer.confidence for o in outcomes if o.case.gold is None)
     p5, median = yes[len(yes) // 20], yes[len(yes) // 2]
     print(f"confidence, answerable ({len(yes)}): min {yes[0]:.3f}  p5 {p5:.3f}  median {median:.3f}")
+    if not no:
+        print(f"no unanswerable questions: no midpoint threshold; shipped {AnswerSettings().abstain_below}")
+        return
     print(f"confidence, unanswerable ({len(no)}): max {no[-1]:.3f}  median {no[len(no) // 2]:.3f}")
     print(f"midpoint threshold {(no[-1] + yes[0]) / 2:.3f}; shipped {AnswerSettings().abstain_below}")
 
