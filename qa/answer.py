@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.confidence import ConfidenceScale
 from qa.live import LiveIndex
 from qa.rank import SHIPPED, Ranker, Verifier, candidate_features, load_ranker, load_verifier
 from qa.reader import OnnxReader
@@ -254,6 +255,12 @@ class Engine:
         """Confidence under which an answer abstains: the ranker's, else the hand-set one."""
         return self.ranker.threshold if self.ranker is not None else self.settings.abstain_below
 
+    def confidence_scale(self) -> ConfidenceScale:
+        """How a confidence reads in words: bands of the ranker's calibrated probability (qa.confidence)."""
+        if self.ranker is None:
+            return ConfidenceScale.uncalibrated(self.settings.abstain_below)
+        return ConfidenceScale.for_ranker(self.ranker.threshold, self.ranker.meta)
+
     def _compose(
         self,
         retriever: Retriever,
@@ -306,7 +313,8 @@ class Engine:
             text = f"{_collapse(sources[0].text)} [1]"
         if abstained or not sources:
             phrase = None
-        return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version, phrase)
+        label = self.confidence_scale().label(confidence, abstained or not sources)
+        return Answer(question, text, abstained, sources, round(confidence, 4), data.manifest.version, phrase, label)
 
 
 def _shipped_verifier(ranker: Ranker | None) -> Verifier | None:

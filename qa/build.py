@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import ann, store
+from qa import ann, progress, store
 from qa.corpus import SPLITTER, corpus_files, corpus_paths, document_title, read_document, split_document
 from qa.embed import Encoder, default_model, get_encoder, threads
 from qa.progress import eta
@@ -506,7 +506,9 @@ def _read_and_split(
     split_started = time.perf_counter()
     files = corpus_files(corpus)
     progress_at = time.monotonic() + 2.0
+    reading = progress.Bar(len(files), "reading files", "file")  # drawn only in a terminal (qa.progress)
     for n, (doc_id, path) in enumerate(files, 1):
+        reading.update()
         if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
             left = eta(split_started, n - 1, len(files))
             log.info("reading %d/%d files: %s%s", n, len(files), doc_id, f" ({left})" if left else "")
@@ -548,6 +550,7 @@ def _read_and_split(
             split.keys.append(_key(encoder.export_id, text))
             if source_id is None:  # split just now: where the split's time goes, and new texts come from
                 early.add(split.keys[-1], text)
+    reading.close()
     report["split_seconds"] = round(time.perf_counter() - split_started, 3)
     # A skipped file whose bytes did not change is not read again: its reason comes from the last build.
     old_reasons = old.manifest.build.get("skipped_reasons", {}) if old is not None else {}
@@ -581,7 +584,9 @@ def _vectors(
         rest = [k for k in unique if k not in begun]
         log.info("embedding %d texts (%d begun while reading the files)", len(unique), len(unique) - len(rest))
         embed_started = time.perf_counter()
-        encoded = dict(zip(rest, encoder.encode([text_of[k] for k in rest], documents=True), strict=True))
+        with progress.Bar(len(rest), "embedding texts", "text") as embedding:
+            vectors_of_rest = encoder.encode([text_of[k] for k in rest], documents=True, on_progress=embedding.update)
+        encoded = dict(zip(rest, vectors_of_rest, strict=True))
         encoded.update(early.results())
         report["embed_seconds"] = round(time.perf_counter() - embed_started, 3)  # after the split
         report["embedded_while_reading"] = len(unique) - len(rest)

@@ -146,12 +146,24 @@ class PluginGroup(click.Group):
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv) to stderr.")
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) or details (-vv) to stderr, instead of bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (they are drawn only on a terminal anyway).")
 @click.version_option(package_name="qa-alliance")
-def main(verbose: int) -> None:
+def main(verbose: int, quiet: bool) -> None:
     """Ask questions about the documents in a corpus folder and see where the answers come from."""
+    from qa import progress
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Bars on a terminal only: piped to a file or read by a program, a command prints its summary alone.
+    progress.show_bars(not quiet and not verbose and _is_terminal(sys.stderr))
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return False
 
 
 @main.command()
@@ -241,7 +253,10 @@ def watch(corpus: Path, index: Path, debounce_ms: int, as_json: bool) -> None:
     """
     from datetime import datetime
 
+    from qa import progress
     from qa.watch import watch_corpus
+
+    progress.show_bars(False)  # one line per rebuild, as a log reads it
 
     def built(manifest: Any) -> None:
         if as_json:
@@ -294,6 +309,59 @@ def status(corpus: Path, index: Path, full_check: bool, as_json: bool) -> None:
             for f in files:
                 click.echo(f"  {name}: {shown(f)}")
     sys.exit(0 if st.fresh else 1)
+
+
+DATA = click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    envvar="QA_DATA",
+    default="data",
+    show_default=True,
+    help="Folder of the ratings file, feedback.sqlite; never the index folder (env QA_DATA).",
+)
+
+
+@main.group()
+def feedback() -> None:
+    """Ratings given in the web chat or the HTTP API: export them as test cases, or count them."""
+
+
+@feedback.command("export")
+@DATA
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only ratings from this day on (UTC).")
+def feedback_export(data: Path, since: Any) -> None:
+    """Write the ratings as cases `qa eval` reads, one JSON object a line (redirect to cases.jsonl).
+
+    A thumbs-up gives a case whose gold is the cited sentence (an abstention
+    rated up: gold null, the sources don't answer). A thumbs-down gives a case
+    marked "review", which `qa eval` skips until its gold is written.
+    """
+    from qa.feedback import FeedbackStore
+
+    store = FeedbackStore(data)
+    for case in _run(lambda: list(store.export_cases(since.date() if since is not None else None))):
+        click.echo(json.dumps(case, ensure_ascii=False))
+
+
+@feedback.command("stats")
+@DATA
+@JSON
+def feedback_stats(data: Path, as_json: bool) -> None:
+    """Count ratings by day and by answer state (answered or abstained)."""
+    from qa.feedback import FeedbackStore
+
+    rows = _run(FeedbackStore(data).stats)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no ratings in {data}")
+        return
+    click.echo(f"{'day':10}  {'state':9}  {'up':>5}  {'down':>5}")
+    for r in rows:
+        click.echo(f"{r['day']:10}  {r['state']:9}  {r['up']:5}  {r['down']:5}")
+    up, down = sum(r["up"] for r in rows), sum(r["down"] for r in rows)
+    click.echo(f"{'total':10}  {'':9}  {up:5}  {down:5}")
 
 
 ONE_ARTICLE = click.option(

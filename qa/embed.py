@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,16 +119,26 @@ class Encoder:
         return described
 
     def encode(
-        self, texts: list[str], *, batch_size: int = _BATCH_TEXTS, documents: bool = False, workers: int | None = None
+        self,
+        texts: list[str],
+        *,
+        batch_size: int = _BATCH_TEXTS,
+        documents: bool = False,
+        workers: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Embed texts; rows are unit-length. Questions by the fp32 model; ``documents``: a build's texts, in int8.
 
         ``workers``: threads embedding batches side by side, one core each (default: every core).
+        ``on_progress(n)`` is called in this thread as each ``n`` texts are done (a progress bar).
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         progress = len(texts) >= PROGRESS_MIN and log.isEnabledFor(logging.INFO)
-        return self.model.encode(texts, batch_size=batch_size, progress=progress, documents=documents, workers=workers)
+        return self.model.encode(
+            texts, batch_size=batch_size, progress=progress, documents=documents, workers=workers,
+            on_progress=on_progress,
+        )  # fmt: skip
 
     def encode_query(self, text: str, *, reuse: bool = False) -> np.ndarray:
         """Embed one question and remember it: a chat's later turns reuse it as history.

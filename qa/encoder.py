@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,6 +211,7 @@ class OnnxEncoder:
         progress: bool = False,
         documents: bool = False,
         workers: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; ``documents``: by the int8 document model.
 
@@ -226,9 +227,13 @@ class OnnxEncoder:
         sessions = self._document_sessions() if documents else self._sessions
         if len(texts) <= 4:
             out[:] = sessions.run(self.inputs(texts))
+            if on_progress is not None:
+                on_progress(len(texts))
             return out
         with model_run():  # a question asked meanwhile (a watched corpus's rebuild) takes one thread
-            return self._encode_bulk(texts, out, batch_size, progress, sessions, workers or sessions.threads)
+            return self._encode_bulk(
+                texts, out, batch_size, progress, sessions, workers or sessions.threads, on_progress
+            )
 
     def _encode_bulk(
         self,
@@ -238,6 +243,7 @@ class OnnxEncoder:
         progress: bool,
         sessions: OnnxSessions,
         workers: int,
+        on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")
@@ -263,6 +269,8 @@ class OnnxEncoder:
             for rows, vectors in zip(batches, pool.map(run, batches), strict=True):  # in order, as each is done
                 out[rows] = vectors
                 texts_done += len(rows)
+                if on_progress is not None:
+                    on_progress(len(rows))
                 tokens_done += float(sum(lengths[r] for r in rows))
                 if progress and texts_done // step > lines_logged:
                     lines_logged = texts_done // step

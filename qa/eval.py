@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from qa import progress
 from qa.answer import Engine
 from qa.rank import VERIFY_MARGIN, Ranker, Verifier, load_verifier
 from qa.reader import OnnxReader
@@ -188,7 +189,9 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def load_cases(path: str | os.PathLike[str]) -> list[Case]:
+    """The cases of a question file; cases marked ``"review"`` (rated wrong, no gold yet) are left out."""
     cases = []
+    review = 0
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -198,11 +201,16 @@ def load_cases(path: str | os.PathLike[str]) -> list[Case]:
             continue
         try:
             row = json.loads(line)
+            if isinstance(row, dict) and row.get("review"):
+                review += 1
+                continue
             turns = row["turns"] if "turns" in row else [row["question"]]
             gold = row["gold"]
             cases.append(Case(str(row.get("id", n)), list(turns), None if gold is None else list(gold)))
         except (ValueError, KeyError, TypeError) as exc:
             raise EvalError(f"{path} line {n} is not a question or conversation: {exc}") from exc
+    if review:
+        log.warning("%s: %d cases are marked for review (no gold yet) and are left out", path, review)
     return cases
 
 
@@ -210,12 +218,14 @@ def evaluate(cases: list[Case], engine: Engine) -> Report:
     """Answer every case (conversations turn by turn) and collect the outcomes."""
     engine.retriever()  # load before timing
     report = Report()
-    for case in cases:
-        for i, turn in enumerate(case.turns):
-            started = time.perf_counter()
-            result = engine.answer(turn, history=case.turns[:i])
-            seconds = time.perf_counter() - started
-        report.outcomes.append(Outcome(case, result, seconds))
+    with progress.Bar(len(cases), "answering", "question") as answering:
+        for case in cases:
+            for i, turn in enumerate(case.turns):
+                started = time.perf_counter()
+                result = engine.answer(turn, history=case.turns[:i])
+                seconds = time.perf_counter() - started
+            report.outcomes.append(Outcome(case, result, seconds))
+            answering.update()
     return report
 
 

@@ -1,8 +1,10 @@
-"""How long a long job has left, for progress lines: ``eta(started, done, total)``."""
+"""How long a long job has left: ``eta(started, done, total)`` for log lines, :class:`Bar` for a terminal."""
 
 from __future__ import annotations
 
+import sys
 import time
+from typing import Any
 
 
 def eta(started: float, done: float, total: float) -> str:
@@ -22,3 +24,51 @@ def eta(started: float, done: float, total: float) -> str:
         return f"about {minutes} min {seconds} s left"
     hours, minutes = divmod(minutes, 60)
     return f"about {hours} h {minutes} min left"
+
+
+# Progress bars are drawn only when the command line asks for them (a terminal, no --quiet, no -v):
+# the library never draws on its own in someone else's program or log.
+_bars = False
+
+
+def show_bars(enabled: bool) -> None:
+    """Draw progress bars on stderr from now on (``qa`` turns them on for a terminal), or stop."""
+    global _bars
+    _bars = enabled
+
+
+def bars_shown() -> bool:
+    return _bars
+
+
+class Bar:
+    """A tqdm bar on stderr when bars are shown, else nothing: ``Bar(120, "reading files", "file")``.
+
+    ``update(n)`` counts work done (from any one thread); ``close()`` clears it.
+    tqdm shows the count, the rate and the time left.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        self._bar: Any = None
+        if _bars and total > 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, desc=desc, unit=f" {unit}", file=sys.stderr, leave=False, dynamic_ncols=True,
+                mininterval=0.25, smoothing=0.1,
+            )  # fmt: skip
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

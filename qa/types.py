@@ -106,6 +106,27 @@ class Source:
         d["boxes"] = [list(b) for b in self.boxes]
         return d
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Source:
+        """The source in ``to_dict()``'s data; ValueError naming the first field that does not fit."""
+        d = _fields(data, "a source", ("doc", str), ("text", str), ("start", int), ("end", int), ("score", float),
+                    ("passage_start", int), ("passage_end", int))  # fmt: skip
+        page = data.get("page")
+        if page is not None and (isinstance(page, bool) or not isinstance(page, int)):
+            raise ValueError("a source's page must be a whole number or null")
+        heading = data.get("heading")
+        if heading is not None and not isinstance(heading, str):
+            raise ValueError("a source's heading must be text or null")
+        pages, boxes = data.get("pages", []), data.get("boxes", [])
+        if not isinstance(pages, list) or not all(type(p) is int for p in pages):
+            raise ValueError("a source's pages must be a list of whole numbers")
+        if not isinstance(boxes, list) or not all(
+            isinstance(b, list) and len(b) == 5 and all(_is_number(v) for v in b) for b in boxes
+        ):
+            raise ValueError("a source's boxes must be lists of five numbers")
+        return cls(**d, page=page, pages=tuple(pages), heading=heading,
+                   boxes=tuple((int(b[0]), *(float(v) for v in b[1:])) for b in boxes))  # type: ignore[misc]  # fmt: skip
+
     @property
     def location(self) -> str:
         """Where a person finds it: ``report.pdf, page 3`` or ``guide.docx, Setup > Install``."""
@@ -134,6 +155,12 @@ class Phrase:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Phrase:
+        """The phrase in ``to_dict()``'s data; ValueError naming the first field that does not fit."""
+        return cls(**_fields(data, "a phrase", ("text", str), ("doc", str), ("start", int), ("end", int),
+                             ("score", float)))  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -151,6 +178,8 @@ class Answer:
     confidence: float = 0.0
     index_version: str = ""
     phrase: Phrase | None = None  # the answer phrase inside sources[0]; None when abstained or unsure
+    # The confidence in words (qa.confidence): "confident", "likely", "unsure" or "the sources don't say".
+    confidence_label: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,10 +187,49 @@ class Answer:
             "text": self.text,
             "abstained": self.abstained,
             "confidence": self.confidence,
+            "confidence_label": self.confidence_label,
             "phrase": self.phrase.to_dict() if self.phrase is not None else None,
             "index_version": self.index_version,
             "sources": [s.to_dict() for s in self.sources],
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Answer:
+        """The answer in ``to_dict()``'s data (a saved chat, a client's copy); ValueError naming what does not fit.
+
+        >>> a = Answer("Q?", "A. [1]", False, [Source("a.txt", 0, 2, "A.", 0.9, 0, 2)], 0.8)
+        >>> Answer.from_dict(a.to_dict()) == a
+        True
+        """
+        d = _fields(data, "an answer", ("question", str), ("text", str), ("abstained", bool),
+                    ("confidence", float))  # fmt: skip
+        sources = data.get("sources", [])
+        if not isinstance(sources, list):
+            raise ValueError("an answer's sources must be a list")
+        phrase = data.get("phrase")
+        version, label = data.get("index_version", ""), data.get("confidence_label", "")
+        if not isinstance(version, str) or not isinstance(label, str):
+            raise ValueError("an answer's index_version and confidence_label must be text")
+        return cls(**d, sources=[Source.from_dict(s) for s in sources], index_version=version,
+                   phrase=None if phrase is None else Phrase.from_dict(phrase), confidence_label=label)  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fields(data: Any, what: str, *fields: tuple[str, type]) -> dict[str, Any]:
+    """``fields`` of ``data`` (a JSON object), each of its type (an int is a float too); ValueError otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object, not {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for name, kind in fields:
+        value = data.get(name)
+        ok = _is_number(value) if kind is float else isinstance(value, kind) and (kind is bool) == (type(value) is bool)
+        if not ok:
+            raise ValueError(f"{what}'s {name} must be {kind.__name__}, not {type(value).__name__}")
+        out[name] = float(value) if kind is float else value  # type: ignore[arg-type]
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,88 @@
+"""Long work shows itself: a progress bar in a terminal, nothing but the summary when piped."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+from qa import progress
+
+from .conftest import write_corpus
+
+TOPICS = ["harbour cranes", "island ferries", "market stalls", "tram depots", "river locks", "mountain huts"]
+
+
+def corpus_of(folder: Path, files: int = 12) -> Path:
+    return write_corpus(folder, {
+        f"note-{i:02}.txt": f"Note {i}\n\n" + " ".join(
+            f"The {TOPICS[(i + j) % len(TOPICS)]} report number {j} of note {i} says work went on for {j + i} days."
+            for j in range(8)
+        ) + "\n"
+        for i in range(files)
+    })  # fmt: skip
+
+
+def in_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal; (exit status, everything it drew)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed: the process is done
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=60), out.decode("utf-8", "replace")
+
+
+def test_build_in_a_terminal_draws_a_bar_and_piped_prints_only_its_summary(tmp_path: Path) -> None:
+    corpus = corpus_of(tmp_path / "corpus")
+    qa = [sys.executable, "-m", "qa.cli"]
+    status, drawn = in_terminal([*qa, "index", "build", "--corpus", str(corpus), "--index", str(tmp_path / "a")])
+    assert status == 0, drawn
+    # tqdm's bars: what is counted, the count, the rate and the time left, redrawn in place
+    assert "reading files" in drawn and "embedding texts" in drawn, drawn
+    assert "/12 [" in drawn and " file/s" in drawn and "\r" in drawn, drawn
+    assert re.search(r"\d+/192 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ text/s\]", drawn), drawn
+    assert "files: 12 added" in drawn
+
+    piped = subprocess.run([*qa, "index", "build", "--corpus", str(corpus), "--index", str(tmp_path / "b")],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == ""
+    lines = piped.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"index {tmp_path / 'b'} version ") and "12 added" in lines[1]
+
+    quiet, drawn = in_terminal([*qa, "--quiet", "index", "build", "--force", "--corpus", str(corpus),
+                                "--index", str(tmp_path / "a")])  # fmt: skip
+    assert quiet == 0 and "reading files" not in drawn and "files:" in drawn
+    verbose, drawn = in_terminal([*qa, "-v", "index", "build", "--force", "--corpus", str(corpus),
+                                  "--index", str(tmp_path / "a")])  # fmt: skip
+    assert verbose == 0 and "reading files" not in drawn and "INFO qa.build" in drawn  # log lines, not bars
+
+
+def test_bars_are_off_unless_turned_on() -> None:
+    assert not progress.bars_shown()  # the library never draws in someone else's program
+    with progress.Bar(10, "nothing", "thing") as bar:
+        bar.update(3)  # no terminal, no output, no error
