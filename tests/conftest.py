@@ -138,17 +138,23 @@ UNICODE_TEXT = (
 
 
 @pytest.fixture(scope="session")
-def launch_app() -> Iterator[Callable[..., str]]:
+def feedback_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data folder (ratings) of the web chats the tests launch."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def launch_app(feedback_data: Path) -> Iterator[Callable[..., str]]:
     """Launch the web chat for an index in this process on a free port; returns its URL.
 
-    Apps are closed when the session ends.
+    Apps are closed when the session ends; their ratings go to ``feedback_data``.
     """
     from ui.app import build_app, launch
 
     apps = []
 
     def start(index: Path, corpus: Path | None = None) -> str:
-        demo = build_app(index=index, corpus=corpus)
+        demo = build_app(index=index, corpus=corpus, data=feedback_data)
         _, url, _ = launch(demo, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
         apps.append(demo)
         return url

@@ -106,11 +106,62 @@ def test_follow_up_and_clear(page, article_app: str) -> None:  # type: ignore[no
     assert page.locator("#qa-sources mark").count() == 0
 
 
-def test_example_question_is_answered_when_clicked(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+def test_example_question_comes_from_the_corpus_and_is_answered_when_clicked(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
     open_app(page, article_app)
-    page.locator("#qa-examples").get_by_text("Which minivan will Nissan get from Mitsubishi?").click()
-    page.locator('#qa-sources mark.answer[data-rank="1"]').wait_for(timeout=ANSWER_TIMEOUT_MS)
-    assert "Xpander minivan" in page.locator('#qa-sources mark.answer[data-rank="1"]').text_content()
+    example = page.locator("#qa-examples button").first
+    assert example.inner_text().startswith("What does “mitsubishi joins renault nissan")  # shown cut short
+    example.click()
+    page.locator("#qa-sources .qa-source").first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    assert "mitsubishi" in page.locator("#qa-chat").inner_text()
+
+
+def test_off_topic_question_says_the_sources_dont_say_and_highlights_no_answer(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    ask(page, "What is the capital of France?")
+    assert "Confidence: the sources don't say" in page.locator("#qa-chat").inner_text()
+    assert "The sources don't say" in page.locator("#qa-sources").inner_text()
+    assert page.locator("#qa-sources mark.answer").count() == 0
+    assert page.locator("#qa-sources mark.related").count() >= 1  # the closest passages, shown as related
+    marked = page.locator("#qa-sources mark.related").first
+    assert marked.evaluate("m => getComputedStyle(m).backgroundColor") == "rgba(0, 0, 0, 0)"  # not the answer colour
+
+
+def test_factual_question_shows_its_phrase_in_bold_and_one_answer_highlight(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    reply = page.locator("#qa-chat .message-row").last
+    bold = reply.locator("strong").first
+    assert bold.inner_text() == "280,000"  # the reply leads with the phrase
+    assert bold.evaluate("b => Number(getComputedStyle(b).fontWeight)") >= 600
+    assert page.locator("#qa-sources mark.answer").count() == 1
+    assert page.locator("#qa-sources mark.answer").text_content() == SOLD
+    assert page.locator("#qa-sources mark.related").count() == 2
+    word = reply.locator("span.qa-confidence")
+    assert word.inner_text() in ("confident", "likely") and "probability" in word.get_attribute("title")
+    # sources by document; offsets only once the details line is opened
+    text = reply.inner_text()
+    assert "mitsubishi-joins-renault-nissan-alliance.txt — the answer" in text and "characters" not in text
+    reply.locator("details.qa-details summary").click()
+    assert "characters 748–858" in reply.inner_text()
+
+
+def test_chat_survives_a_page_reload_and_shows_in_a_second_tab(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    ask(page, "Which minivan will Nissan get from Mitsubishi?")
+    ask(page, "Which brand will it be sold under?")
+    # saved in the browser just after the answer shows
+    page.wait_for_function("() => document.querySelector('#qa-saved-turns input')?.value === '2'")
+    page.reload()
+    page.locator("#qa-question textarea").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('#qa-chat .message-row').length === 4")
+    assert "Which brand will it be sold under?" in page.locator("#qa-chat").inner_text()
+    answer = page.locator('#qa-sources mark.answer[data-rank="1"]')
+    assert answer.text_content() == "The vehicle will be sold as a different model under the Nissan brand."
+    ask(page, "Where is it built?")  # the restored chat still supplies the history
+    other = page.context.new_page()
+    other.goto(article_app)
+    other.wait_for_function("() => document.querySelectorAll('#qa-chat .message-row').length === 6")
+    other.close()
 
 
 def test_empty_question_shows_a_friendly_error(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
@@ -159,7 +210,7 @@ def long_passage_app(launch_app: Callable[..., str], tmp_path_factory: pytest.Te
 def test_long_passage_shows_a_window_and_scrolls_to_the_highlight(page, long_passage_app: str) -> None:  # type: ignore[no-untyped-def]
     open_app(page, long_passage_app)
     ask(page, "When did the lookout sight the lighthouse?")
-    mark = page.locator('#qa-sources mark.answer[data-rank="1"], #qa-sources mark.closest').first
+    mark = page.locator('#qa-sources mark.answer[data-rank="1"], #qa-sources mark.related').first
     assert mark.text_content() == LOOKOUT
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 3000, height  # the whole passage made it 20,000 px
@@ -255,3 +306,54 @@ def test_hostile_text_in_pdf_html_and_docx_stays_inert(page, documents_app: str)
     page.locator("#qa-sources").hover()
     page.wait_for_timeout(500)
     assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def serve(spawn, index: Path, data: Path, port: int):  # type: ignore[no-untyped-def]
+    """``qa serve`` in its own process; returns it once the page is served."""
+    import subprocess
+    import sys
+
+    qa_bin = str(Path(sys.executable).parent / "qa")
+    proc = spawn(
+        [qa_bin, "serve", "--index", str(index), "--port", str(port), "--data", str(data)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    for line in proc.stderr:
+        if line.startswith("web chat on"):
+            return proc
+    raise AssertionError(f"qa serve stopped: {proc.wait()}")
+
+
+def test_a_thumbs_down_is_in_feedback_export_after_a_server_restart(
+    page, spawn, article_index: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    port, data = free_port(), tmp_path / "data"
+    url = f"http://127.0.0.1:{port}/"
+    server = serve(spawn, article_index, data, port)
+    open_app(page, url)
+    ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    page.locator('#qa-chat button[aria-label="Dislike"]').last.click()  # on the last answer
+    page.locator("#qa-comment textarea").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    page.locator("#qa-comment textarea").fill("The figure is for last fiscal year only")
+    page.locator("#qa-send-comment").click()
+    page.get_by_text("Comment saved").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    server.terminate()
+    server.wait(timeout=30)
+
+    serve(spawn, article_index, data, port)  # the restarted server keeps the chat and the rating
+    open_app(page, url)
+    page.wait_for_function("() => document.querySelectorAll('#qa-chat .message-row').length === 2")
+    qa = [sys.executable, "-m", "qa.cli", "feedback"]
+    exported = subprocess.run([*qa, "export", "--data", str(data)], capture_output=True, text=True, check=True)
+    (case,) = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert case["question"] == "How many vehicles did Mitsubishi sell in Southeast Asia?" and case["rating"] == -1
+    assert case["review"] and case["gold"] is None and case["comment"] == "The figure is for last fiscal year only"
+    assert case["cited"]["doc"] == "mitsubishi-joins-renault-nissan-alliance.txt"
+    stats = subprocess.run([*qa, "stats", "--data", str(data), "--json"], capture_output=True, text=True, check=True)
+    assert [(r["state"], r["up"], r["down"]) for r in json.loads(stats.stdout)] == [("answered", 0, 1)]

@@ -106,7 +106,8 @@ def test_page_image_boxes_the_sentence_and_panel_shows_it():
     html = panel_html(p)
     assert (
         '<img class="qa-page" data-rank="1" src="data:image/png;base64,AAAA"' in html
-        and "page 3, characters 0–5" in html
+        and '<span class="qa-where">page 3</span>' in html
+        and "[1] characters 0–5</details>" in html  # offsets in a collapsed details line
     )
     hostile = panel(answer, lambda s: "Otter", lambda s: 'javascript:alert(1)" onerror="x')
     assert "<img" not in panel_html(hostile)  # only PNG data: URIs become images

@@ -80,7 +80,7 @@ def test_highlight_is_exact_with_nbsp_curly_quotes_and_non_latin_text() -> None:
     item = panel.sources[0]
     assert item.passage[item.highlight_start : item.highlight_end] == UNICODE_SENTENCE
     assert (item.doc, item.start, item.end, item.label, item.answers) == (
-        "tōkyō-notes.txt", source.start, source.end, "[1]", True,
+        "tōkyō-notes.txt", source.start, source.end, "[1] the answer", True,
     )  # fmt: skip
     marks = parse(render.panel_html(panel)).marks
     assert marks == [("answer", UNICODE_SENTENCE)]  # \u00a0, “ ” and ¥ survive untouched
@@ -96,31 +96,35 @@ def test_several_sources_are_ranked_and_highlights_never_overlap(article_text: s
     sources = [source_in("a.txt", article_text, s, 0.9 - i / 10) for i, s in enumerate(sentences)]
     answer = Answer("q", sentences[0] + " [1]", False, sources, 0.7)
     panel = render.panel(answer, passages_of({"a.txt": article_text}))
-    assert [s.label for s in panel.sources] == ["[1]", "[2]", "[3]"]
+    assert [s.label for s in panel.sources] == ["[1] the answer", "[2] related", "[3] related"]
     page = render.panel_html(panel)
     # sources [2] and [3] share a passage: one card, two separate marks
-    assert page.count('class="qa-source"') == 2
+    assert page.count('class="qa-source ') == 2
     assert [parse(page).ranked[rank][1] for rank in (1, 2, 3)] == sentences
-    assert "[1]" in page and "[2], [3]" in page
+    # only the source the answer rests on is in the answer colour; the others are related
+    assert [parse(page).ranked[rank][0] for rank in (1, 2, 3)] == ["answer", "related", "related"]
+    assert "[1] the answer" in page and "[2] related, [3] related" in page
 
 
-def test_abstention_shows_closest_matches_as_low_confidence_not_as_an_answer(article_text: str) -> None:
+def test_abstention_says_the_sources_dont_say_and_shows_closest_passages_as_related(article_text: str) -> None:
     sentence = "He apparently has decided that Mitsubishi Motors is now strong enough to contribute."
     answer = Answer(
         "Who painted the Mona Lisa?",
         f"The sources don't answer this question. The closest match (low confidence) is from a.txt: “{sentence}”",
         True,
         [source_in("a.txt", article_text, sentence, 0.05)],
-        0.1,
+        0.01,
+        confidence_label="the sources don't say",
     )
     panel = render.panel(answer, passages_of({"a.txt": article_text}))
-    assert panel.abstained and "don't answer" in panel.heading
-    assert panel.sources[0].label == "[1] closest match, low confidence" and not panel.sources[0].answers
+    assert panel.abstained and "The sources don't say" in panel.heading
+    assert panel.sources[0].label == "[1] related" and not panel.sources[0].answers
     page = render.panel_html(panel)
-    assert parse(page).marks == [("closest", sentence)]
-    assert 'class="answer"' not in page
-    reply = render.chat_reply(answer)
-    assert "Closest matches (low confidence)" in reply and "Sources**" not in reply
+    assert parse(page).marks == [("related", sentence)]
+    assert 'class="answer"' not in page and "the sources don&#x27;t say" in page
+    reply, _ = rendered_text(render.chat_reply(answer))
+    assert "Confidence: the sources don't say" in reply
+    assert "Related passages" in reply and "[1] a.txt — related" in reply and "Sources" not in reply
 
 
 def test_chat_reply_numbers_each_source_with_document_and_offsets(article_text: str) -> None:
@@ -230,3 +234,24 @@ def test_reply_leads_with_the_answer_phrase_in_bold_and_the_panel_marks_it(artic
     # an abstained answer has no phrase to lead with or to mark
     closest = Answer("When?", "The sources don't answer this question.", True, [s], 0.01)
     assert "qa-phrase" not in render.panel_html(render.panel(closest, passages_of({"article.txt": article_text})))
+
+
+def test_reply_names_sources_by_document_and_page_with_offsets_in_a_collapsed_details_line(article_text: str) -> None:
+    sentence = "Nissan will gain access starting in August."
+    s = source_in("report.pdf", article_text, sentence)
+    from dataclasses import replace
+
+    s = replace(s, page=3, pages=(3,))
+    related = replace(source_in("guide.docx", article_text, "Nissan will gain access starting in August."),
+                      heading="Setup > Install")  # fmt: skip
+    answer = Answer("When?", sentence + " [1]", False, [s, related], 0.62, confidence_label="likely")
+    markdown = render.chat_reply(answer)
+    html_out = MarkdownIt("commonmark").render(markdown)
+    text, tags = rendered_text(markdown)
+    visible = text.split("Details")[0]  # what shows before the details line is opened
+    assert "[1] report.pdf, page 3 — the answer" in visible and "[2] guide.docx, Setup > Install — related" in visible
+    assert "characters" not in visible
+    assert "details" in tags and f"[1] report.pdf, page 3, characters {s.start}–{s.end}" in text
+    # the confidence in words, its probability on hover and in the details
+    assert 'title="probability 0.62 that the answer is right">likely</span>' in html_out
+    assert "Confidence 0.62" in text

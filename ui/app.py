@@ -1,8 +1,12 @@
-"""The web chat: ``build_app(...) -> gr.Blocks`` and the ``qa serve`` command.
+"""The web chat: ``build_app(...) -> gr.Blocks``, the server around it, and the ``qa serve`` command.
 
 Importing this module does no work and does not import Gradio (``qa --help``
 and ``qa ask`` load it through the ``qa.commands`` entry point). The model and
 index load once, in :func:`build_app`, before the app serves anyone.
+
+One server on one port: the JSON API (:mod:`ui.api`, ``/v1``, ``/openapi.json``,
+``/docs``) is a FastAPI app, the chat is mounted on it at ``/``, and
+:class:`ui.limits.RequestLimits` stands in front of both.
 
 >>> demo = build_app(index="index", corpus="corpus")   # doctest: +SKIP
 >>> launch(demo, host="127.0.0.1", port=7860)           # doctest: +SKIP
@@ -10,40 +14,37 @@ index load once, in :func:`build_app`, before the app serves anyone.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.abc
 import importlib.machinery
 import logging
-import math
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from qa import Answer, QAError, QuestionError, Source
-from qa.cli import CORPUS, INDEX, UserError
+from qa import Answer, QAError, QuestionError
+from qa.cli import CORPUS, DATA, INDEX, UserError
 from ui import render
+from ui.service import ChatService, concurrency, start_engine
 
 if TYPE_CHECKING:
     import gradio as gr
+    from fastapi import FastAPI
 
     from qa import Engine
 
 log = logging.getLogger(__name__)
 
-ARTICLE_ID = "mitsubishi-joins-renault-nissan-alliance.txt"
-ARTICLE_EXAMPLES = [
-    "How many vehicles did Mitsubishi sell in Southeast Asia?",
-    "Which minivan will Nissan get from Mitsubishi?",
-    "Which company makes batteries for the alliance's electric cars in China?",
-    "Who is Carlos Ghosn?",
-]
+__all__ = ["ChatService", "build_app", "concurrency", "launch", "serve", "server_app", "start_engine"]
+
+MAX_SAVED_TURNS = 30  # turns of a chat kept in the browser (localStorage holds a few MB)
+SAVED_CHAT_KEY = "qa-chat-v1"  # the browser's localStorage key; a new layout of saved turns gets a new key
 EMPTY_PANEL = '<div class="qa-panel empty"><p class="qa-heading">Ask a question: the passages it comes from appear here, with the cited sentences highlighted.</p></div>'  # noqa: E501
 
 CSS = """
@@ -57,10 +58,16 @@ CSS = """
 #qa-sources .qa-doc { font-family: var(--font-mono); }
 #qa-sources .qa-passage { white-space: pre-wrap; line-height: 1.5; }
 #qa-sources mark.answer { background: #ffe066; color: #111; padding: 0 1px; border-radius: 2px; }
-#qa-sources mark.answer:not([data-rank="1"]) { background: #fff1b8; }
 #qa-sources strong.qa-phrase { font-weight: 700; text-decoration: underline; text-decoration-thickness: 2px; }
-#qa-sources mark.closest { background: transparent; color: inherit; border-bottom: 2px dashed #999; }
+#qa-sources mark.related { background: transparent; color: inherit; border-bottom: 2px dotted #999; }
+#qa-sources .qa-source.related { background: transparent; }
 #qa-sources .abstained .qa-heading { color: #a15c00; }
+#qa-sources .qa-confidence-line { margin: 0 0 0.5rem; }
+#qa-sources details.qa-offsets { display: inline; margin-left: 0.4rem; font-size: 0.8rem; }
+#qa-sources details.qa-offsets summary { display: inline; cursor: pointer; }
+.qa-confidence { font-weight: 600; text-decoration: underline dotted; cursor: help; }
+#qa-chat details.qa-details { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#qa-transcript, #qa-saved-turns { display: none !important; }
 #qa-sources sup.qa-mark-rank { font-size: 0.7em; font-weight: 700; margin-left: 1px; }
 #qa-status { font-size: 0.85rem; }
 #qa-sources img.qa-page { display: block; max-width: 100%; height: auto; margin: 0.3rem 0 0.5rem;
@@ -69,7 +76,7 @@ CSS = """
 
 # The side panel can be long: bring the first cited sentence into view after each answer.
 SCROLL_TO_HIGHLIGHT = """() => {
-  const mark = document.querySelector('#qa-sources mark.answer, #qa-sources mark.closest');
+  const mark = document.querySelector('#qa-sources mark.answer, #qa-sources mark.related');
   if (mark) mark.scrollIntoView({block: 'center', behavior: 'instant'});
 }"""
 
@@ -133,102 +140,53 @@ def _gradio() -> ModuleType:
     return gradio
 
 
+DOWNLOAD_CHAT = """(text) => {
+  if (!text) return;
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], {type: 'text/markdown;charset=utf-8'}));
+  link.download = 'chat.md';
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}"""
+
+# The service behind each app, for launch(): it serves the same engine over JSON.
+_services: weakref.WeakKeyDictionary[Any, ChatService] = weakref.WeakKeyDictionary()
+
+
 def _friendly(exc: Exception) -> str:
     message = str(exc).strip() or "something went wrong"
     message = message[0].upper() + message[1:]
     return message if message.endswith((".", "?", "!")) else message + "."
 
 
-class ChatService:
-    """What the page and the API do, without Gradio: answer, look up passages, report status."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def ask(self, question: str, history: Sequence[str] = (), k: int = 3) -> Answer:
-        return self.engine.answer(question, history=history, k=k)
-
-    def page_image(self, source: Source) -> str | None:
-        """The source's PDF page with its sentence boxed, as a data: URI; None when the file changed or is gone."""
-        data = self.engine.retriever().data
-        document = data.documents.get(source.doc)
-        if document is None or source.page is None:
-            return None
-        path = Path(data.manifest.corpus) / source.doc
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(raw).hexdigest() != document.sha256:
-            return None  # the file changed since the index was built: its boxes would be wrong
-        try:
-            return render.data_uri(render.page_png(raw, source.page, source.boxes))
-        except Exception:  # a page that no longer renders: show the passage without its picture
-            log.warning("cannot render page %s of %s", source.page, source.doc, exc_info=True)
-            return None
-
-    def passage_text(self, source: Source) -> str:
-        document = self.engine.retriever().data.documents.get(source.doc)
-        return document.text[source.passage_start : source.passage_end] if document else source.text
-
-    def status(self, *, after_answer: bool = False) -> dict[str, Any]:
-        """The live index: counts, build time, version, and whether it still matches the corpus.
-
-        After an answer the corpus is not walked again (it cost 150 ms on 5,000
-        files): the comparison made for this index version is reused; a rebuild
-        (by the watcher or anyone) makes a new version and a new comparison.
-        Opening the page compares afresh (at most every 2 s).
-        """
-        s = self.engine.status(max_age=math.inf if after_answer else 2.0)
-        if s["swapping"]:
-            s["state"], s["reason"] = "stale", "a newer index version is loading"
-        return s
-
-    def status_markdown(self, *, after_answer: bool = False) -> str:
-        s = self.status(after_answer=after_answer)
-        try:
-            built = datetime.fromisoformat(s["built_at"]).strftime("%Y-%m-%d %H:%M UTC")
-        except ValueError:
-            built = s["built_at"]
-        docs = "document" if s["documents"] == 1 else "documents"
-        state = "fresh" if s["state"] == "fresh" else f"{s['state']} ({s['reason']})" if s["reason"] else s["state"]
-        text = (
-            f"Index: {s['documents']} {docs}, {s['sentences']} sentences, built {built}, "
-            f"version {s['version']}, {state}"
-        )
-        return render.escape_markdown(text)
-
-    def examples(self) -> list[str]:
-        return ARTICLE_EXAMPLES if ARTICLE_ID in self.engine.retriever().data.documents else []
+def _turn(question: str, history: Sequence[str], answer: Answer, message: int) -> dict[str, Any]:
+    """One answered question as the chat keeps it (and the browser saves it): plain JSON data."""
+    return {"question": question, "history": list(history), "answer": answer.to_dict(), "message": message}
 
 
-def start_engine(
-    index: str | os.PathLike[str] | None = None,
-    corpus: str | os.PathLike[str] | None = None,
-    *,
-    watch: bool = False,
-) -> Engine:
-    """Build the index if missing or stale, load model and index, and answer one warm-up question.
+def _restored(saved: Any) -> list[tuple[str, list[str], Answer]]:
+    """The turns a browser saved, checked field by field; anything malformed is dropped, never trusted.
 
-    With ``watch`` the corpus is watched: each change rebuilds the index and
-    the engine swaps to it in the background.
+    The browser's copy is the client's: only its text and numbers are used, and
+    every message is rendered again from them (a saved message naming a file is
+    never shown, since no message is taken as saved).
     """
-    from qa import build_index, get_engine
-
-    index_path = Path(index if index is not None else os.environ.get("QA_INDEX", "index"))
-    if corpus is not None and Path(corpus).is_dir():
-        build_index(corpus, index_path)
-    engine = get_engine(index_path)
-    if watch:
-        from qa.watch import CorpusWatcher
-
-        if corpus is None or not Path(corpus).is_dir():
-            raise QAError("--watch needs a corpus folder to watch; pass --corpus DIR")
-        CorpusWatcher(corpus, index_path, engine=engine).start()
-    engine.retriever()
-    # The first real question then costs what later ones do (lazy torch/FAISS/BM25 paths are warm).
-    engine.answer("How does this work?")
-    return engine
+    if not isinstance(saved, list):
+        return []
+    turns = []
+    for item in saved[-MAX_SAVED_TURNS:]:
+        try:
+            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                raise ValueError("not a turn")
+            history = item.get("history", [])
+            if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+                raise ValueError("history is not a list of text")
+            turns.append((item["question"], history, Answer.from_dict(item.get("answer"))))
+        except ValueError as exc:
+            log.info("a saved chat turn is malformed and left out: %s", exc)
+    return turns
 
 
 def build_app(
@@ -239,18 +197,28 @@ def build_app(
     k: int = 3,
     watch: bool = False,
     engine: Engine | None = None,
+    data: str | os.PathLike[str] | None = None,
 ) -> gr.Blocks:
     """The web chat for an index folder (built from ``corpus`` when missing or stale).
 
     Loads the model and index now, so the first question is as fast as later
-    ones. ``examples`` default to questions about the bundled article when it
-    is indexed. ``watch`` rebuilds the index when the corpus changes and
+    ones. ``examples`` default to questions made from the corpus
+    (:meth:`ChatService.examples`). ``watch`` rebuilds the index when the corpus changes and
     swaps to it without a restart. ``engine``, when given, is a started engine
-    (see :func:`start_engine`) and the other arguments but ``examples`` and ``k``
-    are ignored. Launch with :func:`launch` (it adds the page's CSS).
+    (see :func:`start_engine`) and the other arguments but ``examples``, ``k``
+    and ``data`` are ignored. ``data`` is the folder of the ratings file
+    (default ``$QA_DATA`` or ``./data``; never the index folder). Serve with
+    :func:`launch` (it adds the page's CSS and the JSON API).
     """
+    from qa.feedback import FeedbackStore
+
     gr = _gradio()
-    service = ChatService(engine if engine is not None else start_engine(index, corpus, watch=watch))
+    engine = engine if engine is not None else start_engine(index, corpus, watch=watch)
+    try:
+        store: FeedbackStore | None = FeedbackStore(data, index=engine.index)
+    except QAError as exc:
+        raise QAError(str(exc)) from exc
+    service = ChatService(engine, feedback=store)
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
@@ -266,13 +234,30 @@ def build_app(
             log.error("could not answer: %s", exc)
             raise gr.Error(_friendly(exc), title="The index is not available", print_exception=False) from exc
 
+    def show(turns: list[dict[str, Any]], answer: Answer | None) -> tuple[list[dict[str, Any]], str]:
+        """The chat's messages and the panel of ``answer``, rendered from the turns (never from saved markup)."""
+        messages: list[dict[str, Any]] = []
+        for t in turns:
+            result = Answer.from_dict(t["answer"])
+            messages += [
+                {"role": "user", "content": render.chat_question(t["question"])},
+                {"role": "assistant", "content": render.chat_reply(result)},
+            ]
+        if answer is None:
+            return messages, EMPTY_PANEL
+        return messages, render.panel_html(render.panel(answer, service.passage_text, service.page_image))
+
     def respond(
-        question: str, chat: list[dict[str, Any]] | None, asked: list[str] | None
-    ) -> tuple[list[dict[str, Any]], Any, Any, list[str], Any, list[dict[str, Any]]]:
+        question: str,
+        chat: list[dict[str, Any]] | None,
+        asked: list[str] | None,
+        turns: list[dict[str, Any]] | None,
+    ) -> tuple[Any, ...]:
         # ``chat`` is server-side state, never the client's copy of the chat: a client-supplied
         # history once made the server open a file named in it.
         asked = list(asked or [])
         chat = list(chat or [])
+        turns = list(turns or [])
         try:
             result = service.ask(question, history=asked, k=k)
         except QAError as exc:
@@ -283,32 +268,93 @@ def build_app(
             title = "Please check the question" if isinstance(exc, QuestionError) else "The index is not available"
             note = f"**{title}:** {render.escape_markdown(_friendly(exc))}"
             chat = [*chat, {"role": "assistant", "content": note}]
-            return chat, gr.skip(), gr.skip(), asked, gr.skip(), chat
+            return chat, gr.skip(), gr.skip(), asked, gr.skip(), chat, turns
+        turns = [*turns, _turn(question.strip(), asked, result, len(chat) + 1)]
         chat = [
             *chat,
             {"role": "user", "content": render.chat_question(question)},
             {"role": "assistant", "content": render.chat_reply(result)},
         ]
         panel = render.panel_html(render.panel(result, service.passage_text, service.page_image))
-        return chat, panel, service.status_markdown(after_answer=True), [*asked, question.strip()], "", chat
+        status = service.status_markdown(after_answer=True)
+        return chat, panel, status, [*asked, question.strip()], "", chat, turns
 
     def answer(question: str, history: list[str] | None = None, k: int = 3) -> dict[str, Any]:
         """Answer a question from the indexed sources.
 
         history: the chat's earlier questions, oldest first. k: number of sources (1-20).
-        Returns the answer (text, abstained, confidence, index_version) and its sources
-        (doc, start, end, text, score, passage_start, passage_end), best first.
+        Returns the answer (text, abstained, confidence, confidence_label, phrase, index_version)
+        and its sources (doc, start, end, text, score, passage_start, passage_end, page, heading), best first.
         """
         return ask_or_explain(question, history or [], k).to_dict()
 
-    def clear() -> tuple[list[dict[str, Any]], str, list[str], str, list[dict[str, Any]]]:
-        return [], EMPTY_PANEL, [], "", []
+    def clear() -> tuple[Any, ...]:
+        hidden = gr.update(visible=False)
+        return [], EMPTY_PANEL, [], "", [], [], [], None, hidden, hidden, ""
+
+    def save(turns: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], int]:
+        """What the browser keeps: the last turns, as data (questions and answers, no markup); and how many."""
+        kept = [{k: t[k] for k in ("question", "history", "answer")} for t in (turns or [])[-MAX_SAVED_TURNS:]]
+        return kept, len(kept)
+
+    def restore(saved: Any) -> tuple[Any, ...]:
+        """The chat saved in this browser, shown again after a reload or in a second tab."""
+        turns: list[dict[str, Any]] = []
+        for question, history, result in _restored(saved):
+            turns.append(_turn(question, history, result, 2 * len(turns) + 1))
+        last = Answer.from_dict(turns[-1]["answer"]) if turns else None
+        messages, panel = show(turns, last)
+        asked = [t["question"] for t in turns]
+        return messages, panel, asked, messages, turns, service.status_markdown()
+
+    def rate(data: Any, turns: list[dict[str, Any]] | None) -> tuple[Any, ...]:
+        """A thumbs up or down on an answer: stored at once; a comment box opens for an optional note."""
+        index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        liked = data.liked
+        if isinstance(liked, str):
+            liked = {"like": True, "dislike": False}.get(liked.lower())  # type: ignore[assignment]
+        turn = next((t for t in turns or [] if t["message"] == index), None)
+        skip = gr.skip()
+        if turn is None or not isinstance(liked, bool):
+            return skip, skip, skip, skip
+        from qa.feedback import FeedbackError
+
+        try:
+            rating_id = service.rate(Answer.from_dict(turn["answer"]), 1 if liked else -1, turn["history"])
+        except (FeedbackError, ValueError) as exc:
+            log.warning("could not store a rating: %s", exc)
+            return None, gr.update(visible=False), gr.update(visible=False), render.escape_markdown(_friendly(exc))
+        said = "helpful" if liked else "wrong"
+        note = render.escape_markdown(f"Thank you: the answer is saved as {said}. Add a comment if you like.")
+        box = gr.update(visible=True, value="", label=f"Comment on this {said} answer (optional)")
+        return rating_id, box, gr.update(visible=True), note
+
+    # Gradio hands the like event to the parameter typed gr.LikeData (gr is imported lazily, so set here).
+    rate.__annotations__["data"] = gr.LikeData
+
+    def send_comment(text: str, rating_id: int | None) -> tuple[Any, ...]:
+        from qa.feedback import FeedbackError
+
+        hidden = gr.update(visible=False)
+        if rating_id is None:
+            return hidden, hidden, ""
+        try:
+            service.comment(int(rating_id), text or "")
+        except (FeedbackError, ValueError) as exc:
+            return gr.skip(), gr.skip(), render.escape_markdown(_friendly(exc))
+        return hidden, hidden, "Comment saved\\. Thank you\\."
+
+    def download(turns: list[dict[str, Any]] | None) -> str:
+        return render.transcript([(t["question"], Answer.from_dict(t["answer"])) for t in turns or []])
 
     with gr.Blocks(title="Ask the sources", analytics_enabled=False) as demo:
         gr.Markdown("## Ask the sources\nAnswers come only from the indexed documents, citing the exact sentences.")
         status = gr.Markdown(service.status_markdown(), elem_id="qa-status")
         asked = gr.State([])
         messages = gr.State([])
+        turns = gr.State([])  # answered questions as data: what ratings, the saved chat and downloads read
+        rating_id = gr.State(None)
+        saved = gr.BrowserState([], storage_key=SAVED_CHAT_KEY, secret=SAVED_CHAT_KEY)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(
@@ -319,7 +365,7 @@ def build_app(
                     latex_delimiters=[],
                     allow_tags=False,
                     buttons=["copy"],
-                    feedback_options=None,
+                    feedback_options=("Like", "Dislike"),
                 )
                 with gr.Row():
                     question = gr.Textbox(
@@ -332,7 +378,18 @@ def build_app(
                         autofocus=True,
                     )
                     ask = gr.Button("Ask", variant="primary", scale=1, elem_id="qa-ask")
-                clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
+                feedback_note = gr.Markdown("", elem_id="qa-feedback-note")
+                with gr.Row():
+                    comment = gr.Textbox(
+                        visible=False, lines=1, max_lines=4, scale=5, elem_id="qa-comment",
+                        placeholder="What was right or wrong?",
+                    )  # fmt: skip
+                    send = gr.Button("Send comment", visible=False, scale=1, size="sm", elem_id="qa-send-comment")
+                with gr.Row():
+                    clear_button = gr.Button("Clear chat", variant="secondary", size="sm", elem_id="qa-clear")
+                    download_button = gr.Button("Download chat", variant="secondary", size="sm", elem_id="qa-download")
+                transcript = gr.Textbox(visible="hidden", elem_id="qa-transcript", show_label=False)
+                saved_turns = gr.Number(0, visible="hidden", elem_id="qa-saved-turns", show_label=False, precision=0)
                 ask_examples = (
                     gr.Examples(example_questions, inputs=[question], label="Example questions", elem_id="qa-examples")
                     if example_questions
@@ -342,56 +399,103 @@ def build_app(
                 gr.Markdown("### Sources")
                 panel = gr.HTML(EMPTY_PANEL, elem_id="qa-sources")
 
-        outputs = [chatbot, panel, status, asked, question, messages]
+        outputs = [chatbot, panel, status, asked, question, messages, turns]
         # Questions are independent: several run at once (each reads the one index version it captured).
         chat_io: dict[str, Any] = {
-            "inputs": [question, messages, asked], "outputs": outputs, "concurrency_limit": concurrency(),
+            "inputs": [question, messages, asked, turns], "outputs": outputs, "concurrency_limit": concurrency(),
             "concurrency_id": "answer",
         }  # fmt: skip
-        scroll: dict[str, Any] = {"fn": None, "js": SCROLL_TO_HIGHLIGHT, "api_visibility": "private"}
-        question.submit(respond, api_name="chat", **chat_io).then(**scroll)
-        ask.click(respond, api_visibility="private", **chat_io).then(**scroll)
+        private: dict[str, Any] = {"api_visibility": "private"}
+        keep: dict[str, Any] = {"fn": save, "inputs": [turns], "outputs": [saved, saved_turns], **private}
+        scroll: dict[str, Any] = {"fn": None, "js": SCROLL_TO_HIGHLIGHT, **private}
+        question.submit(respond, api_name="chat", **chat_io).then(**keep).then(**scroll)
+        ask.click(respond, **private, **chat_io).then(**keep).then(**scroll)
         if ask_examples is not None:
-            ask_examples.load_input_event.then(respond, api_visibility="private", **chat_io).then(**scroll)
-        cleared = [chatbot, panel, asked, question, messages]
-        clear_button.click(clear, outputs=cleared, api_visibility="private")
-        chatbot.clear(clear, outputs=cleared, api_visibility="private")
-        demo.load(service.status_markdown, outputs=[status], api_visibility="private")
+            ask_examples.load_input_event.then(respond, **private, **chat_io).then(**keep).then(**scroll)
+        cleared = [chatbot, panel, asked, question, messages, turns, saved, rating_id, comment, send, feedback_note]
+        clear_button.click(clear, outputs=cleared, **private)
+        chatbot.clear(clear, outputs=cleared, **private)
+        rated = [rating_id, comment, send, feedback_note]
+        chatbot.like(rate, inputs=[turns], outputs=rated, **private)
+        commented = {"fn": send_comment, "inputs": [comment, rating_id], "outputs": [comment, send, feedback_note]}
+        send.click(**commented, **private)
+        comment.submit(**commented, **private)
+        download_button.click(download, inputs=[turns], outputs=[transcript], **private).then(
+            fn=None, js=DOWNLOAD_CHAT, inputs=[transcript], **private
+        )
+        demo.load(restore, inputs=[saved], outputs=[chatbot, panel, asked, messages, turns, status], **private)
         gr.api(answer, api_name="answer", concurrency_limit=concurrency(), concurrency_id="answer")
+    _services[demo] = service
     return demo
 
 
-def concurrency() -> int:
-    """Questions answered at once by the server: ``$QA_CONCURRENCY``, default 8."""
-    raw = os.environ.get("QA_CONCURRENCY", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else 8
+def server_app(demo: gr.Blocks) -> Any:
+    """One ASGI app for ``demo``: the JSON API (:func:`ui.api.create_api`) with the chat mounted at ``/``.
 
-
-def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple[Any, str, str]:
-    """Start serving ``demo`` with the page's CSS; returns Gradio's ``(app, local_url, share_url)``."""
+    Behind :class:`ui.limits.RequestLimits`: only the chat, its API and their
+    assets are served; Gradio's monitoring is off and unreachable.
+    """
     gr = _gradio()
-    from starlette.middleware import Middleware
-
-    from ui.limits import RequestLimits
+    from ui.api import create_api
+    from ui.limits import GradioCalls, RequestLimits
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     # Independent questions run at once: encoding (ONNX Runtime), FAISS and numpy release the GIL,
     # and each answer reads one index version it captured, so concurrency cannot mix versions.
     demo.queue(default_concurrency_limit=concurrency())
-    # No uploads (the page has no file input) and small request bodies: see ui/limits.py.
-    app_kwargs = {**kwargs.pop("app_kwargs", {}), "middleware": [Middleware(RequestLimits)]}
-    kwargs.setdefault("max_file_size", 0)
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
+    api: FastAPI = create_api(_services[demo])
+    app = gr.mount_gradio_app(
+        api,
+        demo,
+        path="/",
+        footer_links=["api"],
+        run_history=False,
+        enable_monitoring=False,
+        max_file_size=0,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        show_error=False,
         css=CSS,
         theme=theme,
-        footer_links=["api"],
-        ssr_mode=False,
-        app_kwargs=app_kwargs,
-        **kwargs,
     )
+    return RequestLimits(app, gradio=GradioCalls.of(demo))
+
+
+def launch(
+    demo: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+) -> tuple[Any, str, str]:
+    """Serve ``demo`` and its JSON API on ``host:port`` (in a thread); returns ``(app, local_url, "")``.
+
+    ``demo.close()`` stops the server. Without ``prevent_thread_lock``, blocks
+    until interrupted. OSError when the port cannot be had.
+    """
+    import uvicorn
+    from gradio.exceptions import ServerFailedToStartError
+    from gradio.http_server import Server
+
+    app = server_app(demo)
+    # As Gradio's own launch: no graceful-shutdown timeout, whose expiry logs the cancelled page streams.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = Server(config=config)
+    try:
+        server.run_in_thread()
+    except ServerFailedToStartError as exc:
+        raise OSError(f"the server did not start on {host}:{port}") from exc
+    url = f"http://{'localhost' if host == '0.0.0.0' else host}:{port}/"
+    # Gradio's own close() and block_thread() stop and wait on this server.
+    demo.server, demo.server_name, demo.server_port = server, host, port
+    demo.local_url = url  # type: ignore[assignment]
+    if not quiet:
+        click.echo(f"web chat on {url}", err=True)
+    if not prevent_thread_lock:
+        demo.block_thread()
+    return app, url, ""
 
 
 @click.command()
@@ -412,9 +516,14 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
 )
 @INDEX
 @CORPUS
+@DATA
 @click.option("--watch", is_flag=True, help="Rebuild the index when corpus files change, without a restart.")
-def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
-    """Open the web chat on http://HOST:PORT, building the index first if missing or stale."""
+def serve(host: str, port: int, index: Path, corpus: Path, data: Path, watch: bool) -> None:
+    """Open the web chat and its JSON API on http://HOST:PORT, building the index first if missing or stale.
+
+    The API: POST /v1/answer, GET /v1/index, POST /v1/feedback; its schema at
+    /openapi.json, its docs at /docs. Ratings are kept in DATA/feedback.sqlite.
+    """
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
@@ -424,6 +533,7 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
     started: dict[str, Any] = {}
 
     def load() -> None:
+        from qa import progress
         from qa.embed import prepare_concurrent
 
         try:
@@ -431,6 +541,8 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
             prepare_concurrent()  # a server answers several people at once: not on its first users' time
         except Exception as exc:  # re-raised below, in the main thread
             started["error"] = exc
+        finally:
+            progress.show_bars(False)  # the first build may draw bars; a watched rebuild logs instead
 
     loader = threading.Thread(target=load, name="qa-start", daemon=True)
     loader.start()
@@ -442,7 +554,7 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
         raise started["error"]
     click.echo("qa serve: index and model loaded", err=True)
     try:
-        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, engine=started["engine"])
+        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, engine=started["engine"], data=data)
     except QAError as exc:
         raise UserError(str(exc)) from exc
     click.echo("qa serve: starting the web server…", err=True)
@@ -450,6 +562,7 @@ def serve(host: str, port: int, index: Path, corpus: Path, watch: bool) -> None:
         launch(demo, host=host, port=port, prevent_thread_lock=True, quiet=True)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another with --port or QA_PORT") from exc
+    click.echo(f"qa serve: JSON API on http://{host}:{port}/v1, its docs on http://{host}:{port}/docs", err=True)
     click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
     demo.block_thread()
 

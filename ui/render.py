@@ -6,14 +6,30 @@ HTML character, and the source panel is HTML built with :func:`html.escape`.
 Offsets are Python ``str`` indices (code points), the same as the engine's, so
 highlights stay exact with non-breaking spaces, curly quotes and any script.
 
+The reply leads with the answer (its phrase in bold, then the sentence with
+its number), says how sure it is in words (the probability on hover and in a
+collapsed details line), names each source by document and page or heading
+(the answer's source "the answer", the others "related"), and keeps character
+offsets in the details line.
+
 >>> from qa import Answer, Source
->>> a = Answer("Q?", "Sold 5 cars. [1]", False, [Source("a.txt", 10, 22, "Sold 5 cars.", 0.9, 0, 22)])
->>> print(chat_reply(a))
+>>> a = Answer("Q?", "Sold 5 cars. [1]", False, [Source("a.txt", 10, 22, "Sold 5 cars.", 0.9, 0, 22)], 0.9,
+...            confidence_label="confident")
+>>> print(chat_reply(a))  # doctest: +NORMALIZE_WHITESPACE
 Sold 5 cars\\. \\[1\\]
+<BLANKLINE>
+Confidence: <span class="qa-confidence" title="probability 0.90 that the answer is right">confident</span>
 <BLANKLINE>
 **Sources**
 <BLANKLINE>
+\\[1\\] a\\.txt — the answer
+<BLANKLINE>
+<details class="qa-details"><summary>Details</summary>
+<BLANKLINE>
+Confidence 0\\.90 \\(the calibrated probability that the answer is right\\)\\.
 \\[1\\] a\\.txt\\, characters 10–22
+<BLANKLINE>
+</details>
 """
 
 from __future__ import annotations
@@ -58,7 +74,7 @@ class PanelSource:
     """
 
     rank: int
-    label: str  # "[1]" or "[1] closest match, low confidence"
+    label: str  # "[1] the answer" or "[2] related"
     doc: str
     start: int  # offsets of the cited sentence in the document
     end: int
@@ -66,7 +82,7 @@ class PanelSource:
     passage: str
     highlight_start: int
     highlight_end: int
-    answers: bool  # False when the assistant abstained: a closest match, not an answer
+    answers: bool  # True for the source the answer rests on (the first, unless it abstained); others are related
     where: str = ""  # "page 3" for a PDF, the heading path for HTML, Word and Markdown
     image: str | None = None  # a data: URI of the PDF page with the sentence boxed
     phrase: tuple[int, int] | None = None  # the answer phrase's offsets in ``passage`` (the top source only)
@@ -79,6 +95,8 @@ class Panel:
     heading: str
     sources: list[PanelSource]
     abstained: bool
+    confidence: float = 0.0
+    confidence_label: str = ""
 
 
 def source_reference(rank: int, source: Source) -> str:
@@ -86,17 +104,37 @@ def source_reference(rank: int, source: Source) -> str:
     return f"[{rank}] {source.location}, characters {source.start}–{source.end}"
 
 
+def confidence_title(answer: Answer) -> str:
+    """What the confidence number means, for a hover: ``probability 0.72 that the answer is right``."""
+    return f"probability {answer.confidence:.2f} that the answer is right"
+
+
 def chat_reply(answer: Answer) -> str:
-    """The assistant's chat message: the answer and its numbered source references, Markdown-safe."""
+    """The assistant's chat message, Markdown-safe: the answer first, its confidence in words, then its sources.
+
+    Text from documents and people is escaped; the only markup is this
+    function's own (bold, a ``<span title>`` and a ``<details>`` block).
+    """
     if answer.phrase is not None and answer.sources and not answer.abstained:
         # the answer itself first, in bold; then the sentence that says it
         lines = [f"**{escape_markdown(answer.phrase.text)}**", "", escape_markdown(answer.sources[0].text + " [1]")]
     else:
         lines = [escape_markdown(answer.text)]
+    if answer.confidence_label:
+        lines += ["", f'Confidence: <span class="qa-confidence" title="{html.escape(confidence_title(answer))}">'
+                      f"{html.escape(answer.confidence_label)}</span>"]  # fmt: skip
     if answer.sources:
-        title = "Closest matches (low confidence)" if answer.abstained else "Sources"
+        title = "Related passages" if answer.abstained else "Sources"
         lines += ["", f"**{title}**", ""]
-        lines += ["  \n".join(escape_markdown(source_reference(i, s)) for i, s in enumerate(answer.sources, 1))]
+        named = [f"[{i}] {s.location} — {'the answer' if i == 1 and not answer.abstained else 'related'}"
+                 for i, s in enumerate(answer.sources, 1)]  # fmt: skip
+        lines += ["  \n".join(escape_markdown(n) for n in named)]
+    details = [f"[{i}] {s.location}, characters {s.start}–{s.end}" for i, s in enumerate(answer.sources, 1)]
+    if answer.confidence_label:
+        details.insert(0, f"Confidence {answer.confidence:.2f} (the calibrated probability that the answer is right).")
+    if details:
+        lines += ["", '<details class="qa-details"><summary>Details</summary>', ""]
+        lines += ["  \n".join(escape_markdown(d) for d in details), "", "</details>"]
     return "\n".join(lines)
 
 
@@ -125,7 +163,8 @@ def panel(
             # The passage does not hold the source (index changed underneath): show the sentence alone.
             passage, start, end = s.text, 0, len(s.text)
         passage, start, end = passage_window(passage, start, end)
-        label = f"[{rank}] closest match, low confidence" if answer.abstained else f"[{rank}]"
+        answers = rank == 1 and not answer.abstained
+        label = f"[{rank}] the answer" if answers else f"[{rank}] related"
         if s.pages:
             where = f"page {s.pages[0]}" if len(s.pages) == 1 else f"pages {s.pages[0]}–{s.pages[-1]}"
         else:
@@ -137,17 +176,20 @@ def panel(
             phrase = (start + ph.start - s.start, start + ph.end - s.start)
         items.append(
             PanelSource(
-                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, not answer.abstained, where, image,
-                phrase,
+                rank, label, s.doc, s.start, s.end, s.score, passage, start, end, answers, where, image, phrase,
             )
         )  # fmt: skip
     if not items:
         heading = "No source matches this question."
     elif answer.abstained:
-        heading = "The sources don't answer this question. Closest matches (low confidence):"
+        heading = "The sources don't say: none of them answers this question. The closest passages, related:"
     else:
-        heading = "Where the answer comes from:"
-    return Panel(heading, items, answer.abstained)
+        heading = (
+            "Where the answer comes from ([1]), and related passages:"
+            if len(items) > 1
+            else ("Where the answer comes from:")
+        )
+    return Panel(heading, items, answer.abstained, answer.confidence, answer.confidence_label)
 
 
 def passage_window(passage: str, start: int, end: int) -> tuple[str, int, int]:
@@ -203,22 +245,33 @@ def panel_html(p: Panel) -> str:
     """The panel as HTML; every piece of text goes through :func:`html.escape`.
 
     Sources that share a passage are shown in one card with one ``<mark>`` per
-    cited sentence (``class="answer"``), labelled with its rank; when the
-    assistant abstained the closest sentences get ``class="closest"`` instead.
+    cited sentence, labelled with its rank: the sentence the answer rests on
+    is ``class="answer"`` (the answer colour), every other one ``class="related"``
+    (and all of them when the assistant abstained). Character offsets sit in
+    a collapsed ``<details>`` line of each card.
     """
     e = html.escape
     cls = "abstained" if p.abstained else "answered"
     out = [f'<div class="qa-panel {cls}">', f'<p class="qa-heading">{e(p.heading)}</p>']
+    if p.confidence_label:
+        hover = f"probability {p.confidence:.2f} that the answer is right"
+        out.append(
+            f'<p class="qa-confidence-line">Confidence: <span class="qa-confidence" title="{e(hover)}" '
+            f'data-label="{e(p.confidence_label)}">{e(p.confidence_label)}</span></p>'
+        )
     groups: dict[tuple[str, str, int], list[PanelSource]] = {}
     for s in p.sources:
         groups.setdefault((s.doc, s.passage, s.start - s.highlight_start), []).append(s)
     for (doc, passage, _), members in groups.items():
         ranks = ", ".join(m.label for m in members)
-        where = "; ".join(", ".join(x for x in (m.where, f"characters {m.start}–{m.end}") if x) for m in members)
-        out.append(f'<div class="qa-source" data-rank="{members[0].rank}">')
+        where = "; ".join(dict.fromkeys(m.where for m in members if m.where))
+        offsets = "; ".join(f"[{m.rank}] characters {m.start}–{m.end}" for m in members)
+        kind = "answer" if any(m.answers for m in members) else "related"
+        out.append(f'<div class="qa-source {kind}" data-rank="{members[0].rank}">')
         out.append(
             f'<div class="qa-source-head"><span class="qa-rank">{e(ranks)}</span> '
-            f'<span class="qa-doc">{e(doc)}</span> <span class="qa-where">{e(where)}</span></div>'
+            f'<span class="qa-doc">{e(doc)}</span> <span class="qa-where">{e(where)}</span>'
+            f'<details class="qa-offsets"><summary>where exactly</summary>{e(offsets)}</details></div>'
         )
         for m in members:
             if m.image and m.image.startswith("data:image/png;base64,"):
@@ -236,8 +289,8 @@ def panel_html(p: Panel) -> str:
                 body.append(e(piece))
                 continue
             m = by_rank[tag]
-            kind = "answer" if m.answers else "closest"
-            title = f"source [{m.rank}], score {m.score:.3f}" + ("" if m.answers else ", low confidence")
+            kind = "answer" if m.answers else "related"
+            title = f"source [{m.rank}], " + ("the answer" if m.answers else "related") + f", score {m.score:.3f}"
             inner = e(piece)
             if m.phrase is not None:
                 runs = segments(piece, [(m.phrase[0] - piece_at, m.phrase[1] - piece_at, "phrase")])
@@ -312,3 +365,26 @@ def data_uri(png: bytes) -> str:
 def sources_json(answer: Answer) -> list[dict[str, object]]:
     """The sources as plain data for the API (document, offsets, text, score)."""
     return [s.to_dict() for s in answer.sources]
+
+
+def transcript(turns: Sequence[tuple[str, Answer]]) -> str:
+    """A chat as Markdown to download: each question, its answer, confidence and citations.
+
+    Citations name the document, page or heading, offsets and the cited
+    sentence, so the file stands on its own.
+    """
+    out = ["# Chat", ""]
+    for question, answer in turns:
+        out += [f"## {escape_markdown(question)}", ""]
+        lead = answer.phrase.text if answer.phrase is not None and not answer.abstained else None
+        out += [f"**{escape_markdown(lead)}**" if lead else escape_markdown(answer.text), ""]
+        if answer.confidence_label:
+            out += [f"Confidence: {escape_markdown(answer.confidence_label)} ({answer.confidence:.2f})", ""]
+        for i, s in enumerate(answer.sources, 1):
+            role = "the answer" if i == 1 and not answer.abstained else "related"
+            out.append(
+                f"{i}. {escape_markdown(s.location)}, characters {s.start}–{s.end} ({role}): "
+                f"“{escape_markdown(s.text)}”"
+            )
+        out.append("")
+    return "\n".join(out)
