@@ -67,7 +67,7 @@ def _reader(suffix: str) -> Reader:
 
 
 SUFFIXES = (".txt", ".md", ".pdf", ".html", ".htm", ".docx")
-VERSION = 3  # bump when a reader's output changes, so indexes re-read their files
+VERSION = 4  # bump when a reader's output changes, so indexes re-read their files
 
 
 def read_bytes(name: str, raw: bytes) -> Extracted:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from qa.layout import Box, Layout
 from qa.types import CorpusError
 
-__all__ = ["Box", "Extracted", "Layout", "Reader", "UnreadableFileError", "decode", "join_blocks"]
+__all__ = ["Box", "Extracted", "Layout", "Reader", "UnreadableFileError", "check_text", "decode", "join_blocks"]
 
 log = logging.getLogger("qa.readers")
 
@@ -69,7 +69,7 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
     for bom, codec in _BOMS:
         if raw.startswith(bom):
             try:
-                return _check_text(raw.decode(codec), name), codec  # the BOM is dropped
+                return check_text(raw.decode(codec), name), codec  # the BOM is dropped
             except UnicodeDecodeError as exc:
                 raise UnreadableFileError(
                     f"{name} starts with a {codec.upper()} byte-order mark but is not {codec.upper()} ({exc.reason})"
@@ -84,11 +84,12 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
             except UnicodeDecodeError:
                 continue
         log.warning("%s is not UTF-8; read it as %s", name, encoding)
-    return _check_text(text, name), encoding
+    return check_text(text, name), encoding
 
 
-def _check_text(text: str, name: str) -> str:
+def check_text(text: str, name: str, kind: str = "a text file") -> str:
+    """``text``, unless it reads as binary (a NUL, or control characters over 1% of it): UnreadableFileError."""
     controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
     if "\x00" in text or controls > max(2, len(text) // 100):
-        raise UnreadableFileError(f"{name} is not a text file (binary content)")
+        raise UnreadableFileError(f"{name} is not {kind} (binary content)")
     return text
