@@ -27,6 +27,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO
 
 # Where each script's smoke run is: a test below, or the test that already runs it.
 SMOKE = {
+    "api_latency.py": "test_api_latency_times_both_ways_and_checks_they_agree",
     "app_latency.py": "test_app_latency_serves_and_times_a_few_questions",
     "document_encoder.py": "test_document_encoder_compares_the_models_on_a_few_paragraphs",
     "fault_load.py": "test_fault_load_finds_no_inconsistent_answer_in_a_short_run",
@@ -114,6 +115,12 @@ def test_app_latency_serves_and_times_a_few_questions(article_index: Path, tmp_p
               "--clients", "1,2", "--per-client", "1", "--timeout", "120")  # fmt: skip
     assert "start -> first answer" in out and "app via gradio_client, 2 questions" in out
     assert " 2 concurrent clients: 2 answers" in out and "errors 0" in out and "answer() in process" in out
+
+
+def test_api_latency_times_both_ways_and_checks_they_agree(article_index: Path, tmp_path: Path) -> None:
+    asked = questions(tmp_path / "q.jsonl", ARTICLE_QUESTIONS[:2])
+    out = run("api_latency.py", "--index", article_index, "--questions", asked, "--rounds", "1")
+    assert "answer() in process" in out and "POST /v1/answer (HTTP)" in out and "p50 difference" in out
 
 
 def test_fault_load_finds_no_inconsistent_answer_in_a_short_run(tmp_path: Path) -> None:
