@@ -58,6 +58,7 @@ def main() -> None:
         encoder.clear_cache()  # no cached question vectors: every answer embeds
         if isinstance(engine.verifier, OnnxReader):
             engine.verifier.clear_cache()  # ... and the reader reads every candidate again
+
     with tempfile.TemporaryDirectory() as data:
         demo = build_app(index=args.index, engine=engine, data=args.data or data)
         _, url, _ = launch(demo, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
