@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from qa import ann, progress, store
-from qa.corpus import SPLITTER, corpus_files, corpus_paths, document_title, read_document, split_document
+from qa.corpus import SPLITTER, document_title, read_document, source_path, split_document, walk_corpus
 from qa.embed import Encoder, default_model, get_encoder, threads
 from qa.progress import eta
+from qa.readers import Reader
+from qa.readers.sandbox import ReaderSandbox
 from qa.sparse import SparseIndex, abbreviations, expand_abbreviations
 from qa.store import StoredDocument
 from qa.types import CorpusError, IndexStateError, Manifest, QAError, Sentence
@@ -86,9 +88,12 @@ def file_hash(path: str | os.PathLike[str]) -> str:
     return _hash_and_stat(path)[0]
 
 
-def _hash_and_stat(path: str | os.PathLike[str]) -> tuple[str, list[int] | None]:
-    """(sha256, [size, mtime_ns, ctime_ns, inode]); the stat is None for a file changed in the last seconds."""
-    st = os.stat(path)
+def _hash_and_stat(path: str | os.PathLike[str], st: os.stat_result | None = None) -> tuple[str, list[int] | None]:
+    """(sha256, [size, mtime_ns, ctime_ns, inode]); the stat is None for a file changed in the last seconds.
+
+    ``st`` is the file's stat when the corpus walk has taken it already.
+    """
+    st = st or os.stat(path)
     # abspath, not resolve(): resolving every path costs more than hashing a small file (10k-file corpora);
     # the inode in the key already tells two files apart.
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -123,7 +128,7 @@ def _recall(corpus: Path, manifest: Manifest) -> None:
     _HASHES_KEPT = max(_HASHES_KEPT, 2 * len(manifest.stats))  # a corpus bigger than the memo would never fit
     _remember(
         {
-            (os.path.abspath(corpus / doc_id), size, mtime, ctime, inode): manifest.sources[doc_id]
+            (os.path.abspath(source_path(corpus, doc_id)), size, mtime, ctime, inode): manifest.sources[doc_id]
             for doc_id, (size, mtime, ctime, inode) in manifest.stats.items()  # only sources' (Manifest.from_dict)
         }
     )
@@ -132,9 +137,9 @@ def _recall(corpus: Path, manifest: Manifest) -> None:
 def scan_sources(corpus: Path) -> dict[str, str]:
     """Document id -> sha256 of the file's bytes, for every corpus file we can read."""
     sources = {}
-    for doc_id, path in corpus_paths(corpus):
+    for doc_id, path, st in walk_corpus(corpus).files:
         try:
-            sources[doc_id] = file_hash(path)
+            sources[doc_id] = _hash_and_stat(path, st)[0]
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
     return sources
@@ -268,7 +273,7 @@ def _no_op(manifest: Manifest, started: float) -> Manifest:
     skipped = list(manifest.build.get("skipped", []))
     report = {
         "noop": True, "added": 0, "changed": 0, "renamed": 0, "removed": 0,
-        "unchanged": len(manifest.sources) - len(skipped), "skipped": skipped,
+        "unchanged": len(set(manifest.sources) - set(skipped)), "skipped": skipped,
         "skipped_reasons": dict(manifest.build.get("skipped_reasons", {})),
         "embedded": 0, "reused": 0, "sentences_embedded": 0, "sentences_reused": 0,
         "seconds": round(time.perf_counter() - started, 3),
@@ -438,10 +443,12 @@ def _build(corpus: Path, index: Path, model: str, status: Status, started: float
     encoder = get_encoder(model)
     old_keys = _OldKeys(old.vector_keys if old is not None else None)
     early = _EarlyEmbedder(encoder, old_keys)
+    sandbox = ReaderSandbox()  # files are read in a worker process, each under a memory and a time budget
     try:
-        return _build_with(corpus, index, model, old, old_keys, encoder, early, started)
+        return _build_with(corpus, index, model, old, old_keys, encoder, early, started, sandbox)
     finally:
         early.close()
+        sandbox.close()
 
 
 @dataclasses.dataclass
@@ -466,9 +473,10 @@ def _build_with(
     encoder: Encoder,
     early: _EarlyEmbedder,
     started: float,
+    sandbox: ReaderSandbox,
 ) -> Manifest:
     """Read (or reuse) every file, embed what is new, write the version: the three steps of a build."""
-    split = _read_and_split(corpus, old, encoder, early)
+    split = _read_and_split(corpus, old, encoder, early, sandbox.read)
     if not split.documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
     old_rows = old_keys.rows(np.array(split.keys, dtype="S32"))
@@ -479,12 +487,16 @@ def _build_with(
 
 
 def _read_and_split(
-    corpus: Path, old: store.IndexData | store.StoredVectors | None, encoder: Encoder, early: _EarlyEmbedder
+    corpus: Path,
+    old: store.IndexData | store.StoredVectors | None,
+    encoder: Encoder,
+    early: _EarlyEmbedder,
+    reader: Reader | None = None,
 ) -> _Split:
     """Every corpus file, split; a file whose bytes the old index holds (here or under another name) is reused.
 
     Texts of files split just now go to ``early`` to be embedded while the
-    next files are read.
+    next files are read. ``reader`` reads a file's bytes (a ``ReaderSandbox``'s, under its budgets).
     """
     old_data = old if isinstance(old, store.IndexData) else None
     same_split = old_data is not None and old_data.manifest.settings.get("splitter") == SPLITTER
@@ -504,17 +516,20 @@ def _read_and_split(
     report.update({"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0, "skipped": []})
     reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
     split_started = time.perf_counter()
-    files = corpus_files(corpus)
+    walk = walk_corpus(corpus)  # a file it skips (a pipe, too big, a link loop) is never opened
+    files = walk.files
+    report["skipped"].extend(walk.skipped)
+    reasons.update(walk.skipped)
     progress_at = time.monotonic() + 2.0
     reading = progress.Bar(len(files), "reading files", "file")  # drawn only in a terminal (qa.progress)
-    for n, (doc_id, path) in enumerate(files, 1):
+    for n, (doc_id, path, st) in enumerate(files, 1):
         reading.update()
         if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
             left = eta(split_started, n - 1, len(files))
             log.info("reading %d/%d files: %s%s", n, len(files), doc_id, f" ({left})" if left else "")
             progress_at = time.monotonic() + 2.0
         try:
-            sha, stat = _hash_and_stat(path)  # index_status just hashed it: usually remembered
+            sha, stat = _hash_and_stat(path, st)  # index_status just hashed it: usually remembered
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
             report["skipped"].append(doc_id)
@@ -536,7 +551,7 @@ def _read_and_split(
             if source_id != doc_id:
                 doc_sentences = [dataclasses.replace(s, doc=doc_id) for s in doc_sentences]
         else:
-            doc = read_document(doc_id, path, skipped=reasons)
+            doc = read_document(doc_id, path, skipped=reasons, reader=reader)
             if doc is None:
                 report["skipped"].append(doc_id)
                 continue
@@ -554,6 +569,7 @@ def _read_and_split(
     report["split_seconds"] = round(time.perf_counter() - split_started, 3)
     # A skipped file whose bytes did not change is not read again: its reason comes from the last build.
     old_reasons = old.manifest.build.get("skipped_reasons", {}) if old is not None else {}
+    report["skipped"].sort()
     report["skipped_reasons"] = {d: reasons.get(d) or old_reasons.get(d) or "unreadable" for d in report["skipped"]}
     _count_files(report, old_sources, split.sources, [d.id for d in split.documents])
     return split

@@ -7,12 +7,15 @@ splitter never changes the text, it only finds boundaries in it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,26 +59,131 @@ def _warn_once(path: str, reason: str) -> None:
         log.warning("skipping %s: %s", path, reason)
 
 
+# --- document ids ---------------------------------------------------------------
+# A document id is the file's path under the corpus, "/"-separated, as text that
+# every UTF-8 encoder accepts. A name byte that is not UTF-8 (which
+# ``os.fsdecode`` turns into a lone surrogate, U+DC80-U+DCFF) is written
+# ``\xNN``; a backslash that would read as the start of such an escape is
+# doubled. Names without either (nearly all) are their own ids, and every id
+# maps back to exactly one path (``source_path``).
+_UNDECODED = re.compile("[\udc80-\udcff]")  # an undecodable byte, as os.fsdecode gives it
+_ESCAPE_LIKE = re.compile(r"x[0-9a-fA-F]{2}")
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def doc_id_for(relative: str) -> str:
+    r"""The document id of a corpus-relative path as ``os`` gives it (surrogate-escaped bytes).
+
+    >>> doc_id_for(os.fsdecode(b"bad\xffname.txt"))
+    'bad\\xffname.txt'
+    """
+    if "\\" not in relative and not _UNDECODED.search(relative):
+        return relative
+    out: list[str] = []
+    for i, c in enumerate(relative):
+        if _UNDECODED.match(c):
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif c == "\\":
+            after = relative[i + 1 : i + 4]
+            ambiguous = after[:1] == "\\" or _UNDECODED.match(after[:1]) or _ESCAPE_LIKE.match(after)
+            out.append("\\\\" if ambiguous else c)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def path_for(doc_id: str) -> str:
+    """The corpus-relative path (``os.fsdecode`` form) of a document id: ``doc_id_for``'s inverse."""
+    if "\\" not in doc_id:
+        return doc_id
+
+    def unescape(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return code
+        byte = int(code[1:], 16)
+        return chr(0xDC00 + byte) if byte >= 0x80 else chr(byte)
+
+    return _ESCAPED.sub(unescape, doc_id)
+
+
+def source_path(corpus: str | os.PathLike[str], doc_id: str) -> Path:
+    """Where the file of ``doc_id`` lies in ``corpus``."""
+    return Path(corpus, path_for(doc_id))
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path for a message: undecodable bytes as ``\\xNN`` (a lone surrogate fails any UTF-8 log file)."""
+    return doc_id_for(os.fspath(path))
+
+
+# --- the corpus walk ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusWalk:
+    """What a walk of the corpus found: files to hash and read, and files skipped with the reason.
+
+    ``files`` are ``(doc_id, path, stat)``: the one ``stat`` each got (links
+    followed), which says it is a regular file within its format's size limit.
+    """
+
+    files: list[tuple[str, str, os.stat_result]]
+    skipped: dict[str, str]
+
+
+def _not_regular(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "not a plain file")
+    return f"not a regular file ({kind})"
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"symlink loop ({reason})" if exc.errno == errno.ELOOP else reason
+
+
+def size_reason(size: int, limit: int) -> str:
+    return f"{size / 2**20:.1f} MB is over the {limit // 2**20} MB file size limit"
+
+
 def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     """Return ``(doc_id, path)`` for every file a reader handles (``SUFFIXES``), sorted by id.
 
     Hidden files and folders are ignored; symlinks are followed only when
-    they resolve inside the corpus folder.
+    they resolve inside the corpus folder; what is not a regular file, or is
+    over its size limit, is skipped with a warning (``walk_corpus``).
     """
     return [(doc_id, Path(path)) for doc_id, path in corpus_paths(corpus)]
 
 
 def corpus_paths(corpus: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """:func:`corpus_files` with paths as strings: what a freshness check of 10k files walks.
+    """:func:`corpus_files` with paths as strings."""
+    return [(doc_id, path) for doc_id, path, _ in walk_corpus(corpus).files]
 
-    One ``scandir`` per folder gives each entry's type without a ``stat`` of its
-    own; only symlinks are resolved.
+
+def walk_corpus(corpus: str | os.PathLike[str]) -> CorpusWalk:
+    """Every file under ``corpus`` a reader handles, each checked by one ``stat`` before anything opens it.
+
+    One ``scandir`` per folder gives each entry's name and type; a candidate
+    (its suffix is in ``SUFFIXES``) then gets one ``stat``, through a symlink:
+    a named pipe, socket or device, a file over its format's size limit
+    (``readers.max_bytes``), a dangling link or a link loop is skipped with
+    the reason, and nothing ever opens it. This is what a freshness check of
+    10k files walks: one ``stat`` a file.
     """
     root = Path(corpus)
     if not root.is_dir():
         raise CorpusError(f"corpus folder {str(root)!r} does not exist or is not a folder")
     real_root = root.resolve()
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, os.stat_result]] = []
+    skipped: dict[str, str] = {}
+
+    def skip(doc_id: str, reason: str, shown: str | None = None) -> None:
+        skipped[doc_id] = reason
+        _warn_once(shown or doc_id, reason)
+
     folders = [(str(root), "")]  # (folder path, its document id prefix)
     while folders:
         folder, prefix = folders.pop()
@@ -83,36 +191,50 @@ def corpus_paths(corpus: str | os.PathLike[str]) -> list[tuple[str, str]]:
             with os.scandir(folder) as listing:
                 entries = list(listing)
         except OSError as exc:  # a folder we cannot list, or whose path is over the system's length limit
-            _warn_once(str(exc.filename or folder), f"cannot list this folder ({exc.strerror or exc})")
+            _warn_once(shown_path(exc.filename or folder), f"cannot list this folder ({exc.strerror or exc})")
             continue
         for entry in entries:
             name = entry.name
             if name.startswith("."):
                 continue
+            doc_id = prefix + doc_id_for(name)
             try:
                 is_dir, is_link = entry.is_dir(), entry.is_symlink()
             except OSError as exc:  # a link loop: named only when it looks like a document
                 if name.lower().endswith(SUFFIXES):
-                    _warn_once(entry.path, exc.strerror or str(exc))
+                    skip(doc_id, _os_reason(exc))
                 continue
             if is_dir:
                 if not is_link:  # linked folders are not walked into
-                    folders.append((entry.path, f"{prefix}{name}/"))
+                    folders.append((entry.path, f"{doc_id}/"))
                 continue
             if not name.lower().endswith(SUFFIXES):
                 continue
             if is_link:
                 try:
-                    outside = not Path(entry.path).resolve().is_relative_to(real_root)
-                except OSError as exc:  # a link loop, a path over the system's length limit
-                    _warn_once(entry.path, exc.strerror or str(exc))
+                    outside = not Path(entry.path).resolve(strict=True).is_relative_to(real_root)
+                except OSError as exc:  # a link loop, a dangling link, a path over the system's length limit
+                    skip(doc_id, _os_reason(exc))
                     continue
                 if outside:
-                    _warn_once(f"{entry.path} -> {os.readlink(entry.path)}", "symlink points outside the corpus")
+                    target = shown_path(os.readlink(entry.path))
+                    skip(doc_id, "symlink points outside the corpus", f"{doc_id} -> {target}")
                     continue
-            found.append((prefix + name, entry.path))
+            try:
+                st = entry.stat()  # follows a link; the only stat this file gets before it is opened
+            except OSError as exc:
+                skip(doc_id, exc.strerror or str(exc))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skip(doc_id, _not_regular(st.st_mode))
+                continue
+            limit = readers.max_bytes(name)
+            if st.st_size > limit:
+                skip(doc_id, size_reason(st.st_size, limit))
+                continue
+            found.append((doc_id, entry.path, st))
     found.sort(key=lambda item: item[0])
-    return found
+    return CorpusWalk(found, dict(sorted(skipped.items())))
 
 
 def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:
@@ -126,23 +248,53 @@ def read_corpus(corpus: str | os.PathLike[str]) -> Iterator[Document]:
             yield doc
 
 
-def read_document(doc_id: str, path: Path, *, skipped: dict[str, str] | None = None) -> Document | None:
+def read_source(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A corpus file's bytes, checked again on the open file: a regular file of at most ``limit`` bytes.
+
+    The file is opened without blocking (a named pipe put in its place since
+    the walk does not hang the build) and read no further than ``limit``.
+    Raises ``UnreadableFileError`` for anything else.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableFileError(_not_regular(st.st_mode))
+        if st.st_size > limit:
+            raise UnreadableFileError(size_reason(st.st_size, limit))
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > limit:  # it grew since the fstat
+        raise UnreadableFileError(size_reason(len(raw), limit))
+    return raw
+
+
+def read_document(
+    doc_id: str,
+    path: str | os.PathLike[str],
+    *,
+    skipped: dict[str, str] | None = None,
+    reader: readers.Reader | None = None,
+) -> Document | None:
     """Read one file; None (with a logged warning) when it cannot be used.
 
     ``skipped`` (if given) gets ``doc_id -> reason`` for a file that is not used:
     "empty", "binary content", "over the 10 MB file size limit", or the system's error.
+    ``reader`` reads the bytes (``readers.read_bytes`` in this process by default;
+    a build passes a ``readers.sandbox.ReaderSandbox``'s, which holds each file to
+    a memory and a time budget).
     """
     try:
-        size = path.stat().st_size
-        limit = readers.max_bytes(doc_id)
-        if size > limit:
-            reason = f"{size / 2**20:.1f} MB is over the {limit // 2**20} MB file size limit"
-            log.warning("skipping %s: %s", doc_id, reason)
-            if skipped is not None:
-                skipped[doc_id] = reason
-            return None
-        raw = path.read_bytes()
-        extracted = readers.read_bytes(doc_id, raw)
+        raw = read_source(path, readers.max_bytes(doc_id))
+        extracted = (reader or readers.read_bytes)(doc_id, raw)
         text, encoding = extracted.text, extracted.encoding
     except (OSError, UnreadableFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
@@ -49,6 +50,7 @@ import mmap
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -264,8 +266,18 @@ class StoredVectors:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a regular file's bytes; OSError ("not a regular file") for a pipe, socket or device.
+
+    The file is opened without blocking, so a named pipe put in a file's place
+    raises instead of waiting for a writer forever.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    os.set_blocking(fd, True)
+    with open(fd, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

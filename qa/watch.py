@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qa.build import build_index
 from qa.corpus import SUFFIXES
@@ -86,8 +87,6 @@ def watch_corpus(
 
     >>> watch_corpus("corpus", "index", on_build=lambda m: print(m.build))  # doctest: +SKIP
     """
-    from watchfiles import watch
-
     corpus, index = Path(corpus), Path(index)
     if debounce_ms < 0:
         raise ValueError(f"debounce_ms must be 0 or more; got {debounce_ms}")
@@ -119,7 +118,7 @@ def watch_corpus(
     ready = False
     # rust_timeout: with no event at all for that long, watchfiles yields an
     # empty set, which is how a quiet corpus (the end of a burst) is noticed.
-    for changes in watch(
+    for changes in _changes(
         corpus.resolve(),
         watch_filter=None,
         debounce=max_wait_ms,
@@ -148,6 +147,31 @@ def watch_corpus(
             names = sorted(Path(p).name for p in pending)
             pending.clear()
             rebuild(f"{len(names)} changed: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+
+
+_UNDECODABLE = re.compile(r'Unable to decode path "(.*)" to string')
+
+
+def _changes(folder: Path, **options: Any) -> Iterator[set[tuple[Any, str]]]:
+    """``watchfiles.watch(folder, **options)``, going on after a path it cannot decode.
+
+    watchfiles raises on a file name that is not UTF-8 (``bad\\xffname.txt``) and
+    stops watching: the change is reported here with the name as the error
+    spells it (undecodable bytes as ``\\xNN``), and watching starts again; the
+    rebuild it triggers walks the whole corpus, so nothing in between is missed.
+    """
+    from watchfiles import Change, watch
+
+    while True:
+        try:
+            yield from watch(folder, **options)
+            return
+        except RuntimeError as exc:
+            found = _UNDECODABLE.search(str(exc))
+            if found is None:
+                raise
+            log.info("a file name that is not UTF-8 changed: %s", found.group(1))
+            yield {(Change.modified, found.group(1))}
 
 
 class CorpusWatcher:

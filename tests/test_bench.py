@@ -31,6 +31,7 @@ SMOKE = {
     "app_latency.py": "test_app_latency_serves_and_times_a_few_questions",
     "document_encoder.py": "test_document_encoder_compares_the_models_on_a_few_paragraphs",
     "fault_load.py": "test_fault_load_finds_no_inconsistent_answer_in_a_short_run",
+    "hostile_inputs.py": "test_hostile_inputs_reports_the_cheap_cases",
     "latency.py": "test_latency_times_answers_and_a_cold_start",
     "reader_pairs.py": "tests/test_reader.py::test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes",
     "rebuild.py": "test_rebuild_edits_one_sentence_and_answers_it",
@@ -129,6 +130,13 @@ def test_fault_load_finds_no_inconsistent_answer_in_a_short_run(tmp_path: Path) 
     report = json.loads(out)
     assert report["requests"] > 0 and report["rebuilds"] >= 1
     assert report["errors"] == report["inconsistent_with_version"] == report["older_than_last_build"] == 0
+
+
+def test_hostile_inputs_reports_the_cheap_cases() -> None:
+    out = run("hostile_inputs.py", "--json", "--timeout", "120", "--only", "loop", "Markdown")
+    loop, spaces = (json.loads(line) for line in out.splitlines())
+    assert loop["exit"] == 0 and loop["skipped"][0].startswith("skipped loop.txt: symlink loop")
+    assert spaces["outcome"] == "read" and spaces["read_seconds"] < 5
 
 
 def test_document_encoder_compares_the_models_on_a_few_paragraphs(tmp_path: Path) -> None:

@@ -190,14 +190,16 @@ def test_permission_denied_file_is_skipped(make_corpus, tmp_path: Path) -> None:
 def test_permission_denied_while_reading_is_skipped(make_corpus, tmp_path: Path, monkeypatch) -> None:
     """The same path as above, for runs as root: the file's bytes cannot be read."""
     corpus = make_corpus({**NEWS, "secret.txt": "The password is swordfish."})
-    real_open = Path.open
+    import qa.corpus
 
-    def open_(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if self.name == "secret.txt":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
+    real_read = qa.corpus.read_source
 
-    monkeypatch.setattr(Path, "open", open_)
+    def read_source(path, limit):  # type: ignore[no-untyped-def]
+        if Path(path).name == "secret.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path, limit)
+
+    monkeypatch.setattr(qa.corpus, "read_source", read_source)
     manifest = build_index(corpus, tmp_path / "index")
     assert manifest.build["skipped"] == ["secret.txt"] and manifest.documents == 4
     assert index_status(corpus, tmp_path / "index").state == "fresh"
