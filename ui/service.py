@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa import Answer, QAError, Source
+from qa.corpus import source_path
 from qa.feedback import FeedbackStore
 from ui import render
 
@@ -89,7 +90,7 @@ class ChatService:
         document = data.documents.get(source.doc)
         if document is None or source.page is None:
             return None
-        path = Path(data.manifest.corpus) / source.doc
+        path = source_path(data.manifest.corpus, source.doc)  # a name that is not UTF-8 is escaped in its id
         try:
             raw = path.read_bytes()
         except OSError:
