@@ -11,12 +11,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -231,12 +231,15 @@ def build_index(
     *,
     force: bool = False,
     model: str | None = None,
+    steps: BuildSteps | None = None,
 ) -> Manifest:
     """Build the index for a corpus folder; a no-op when it is already fresh.
 
     Only sentences whose embedded text changed are embedded again; the rest
     reuse their stored vectors. ``force`` rebuilds even a fresh index (still
-    reusing vectors when model and settings are unchanged).
+    reusing vectors when model and settings are unchanged). ``steps`` runs the
+    reading and the embedding elsewhere (``qa.cluster.RaySteps``: on a Ray
+    cluster); by default they run in this process.
 
     >>> build_index("corpus", "index").documents
     1
@@ -260,7 +263,7 @@ def build_index(
             log.warning("rebuilding %s: %s", index, status.reason)
         elif status.state != "missing":
             log.info("rebuilding %s: %s", index, status.reason or status.state)
-        manifest = _build(corpus, index, model, status, started)
+        manifest = _build(corpus, index, model, status, started, steps)
         store.prune(index)
         return manifest
 
@@ -398,13 +401,14 @@ class _EarlyEmbedder:
     is nothing to overlap, and it does nothing.
     """
 
-    def __init__(self, encoder: Encoder, old_keys: _OldKeys) -> None:
+    def __init__(self, encoder: Encoder, old_keys: _OldKeys, *, overlap: bool = True) -> None:
         self._encoder = encoder
         self._old_keys = old_keys
         self._pending: dict[str, str] = {}  # key -> text, not handed over yet
         self._handed: set[str] = set()
         self._jobs: list[tuple[list[str], Future[np.ndarray]]] = []
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-embed") if threads() > 1 else None
+        overlap = overlap and threads() > 1
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-embed") if overlap else None
 
     def add(self, key: str, text: str) -> None:
         if self._pool is None or key in self._handed:
@@ -438,14 +442,59 @@ class _EarlyEmbedder:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _build(corpus: Path, index: Path, model: str, status: Status, started: float) -> Manifest:
+SplitFile = tuple[StoredDocument, list[Sentence]] | str  # a file read and split, or why it was skipped
+
+
+def split_file(doc_id: str, path: str, reader: Reader | None = None) -> SplitFile:
+    """A new or changed corpus file read (by ``reader``, as ``read_document`` takes it) and split; else why not."""
+    reasons: dict[str, str] = {}
+    doc = read_document(doc_id, path, skipped=reasons, reader=reader)
+    if doc is None:
+        return reasons.get(doc_id) or "unreadable"
+    passages, sentences = split_document(doc)
+    return StoredDocument(doc.id, doc.sha256, doc.encoding, document_title(doc, passages), doc.text), sentences
+
+
+class BuildSteps(Protocol):
+    """Where a build's heavy work runs: reading and splitting new files, embedding new texts.
+
+    The rest of a build (what to reuse, BM25, the search index, the manifest,
+    the atomic switch-over) runs in the calling process whatever runs these.
+    """
+
+    def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
+        """``split_file`` of each ``(doc_id, path)``, yielded in the order given."""
+        ...
+
+    def embed(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit float32 document vectors, a row per text, by the index's encoder export; counts texts done."""
+        ...
+
+
+class _LocalSteps:
+    """Files read one after another in this process (bytes by ``reader``); texts embedded on every core."""
+
+    def __init__(self, encoder: Encoder, reader: Reader) -> None:
+        self.encoder, self.reader = encoder, reader
+
+    def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
+        return (split_file(doc_id, path, self.reader) for doc_id, path in files)  # lazily: early embedding beside
+
+    def embed(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self.encoder.encode(texts, documents=True, on_progress=on_progress)
+
+
+def _build(
+    corpus: Path, index: Path, model: str, status: Status, started: float, steps: BuildSteps | None = None
+) -> Manifest:
     old = _previous(index, model, status)
     encoder = get_encoder(model)
     old_keys = _OldKeys(old.vector_keys if old is not None else None)
-    early = _EarlyEmbedder(encoder, old_keys)
+    early = _EarlyEmbedder(encoder, old_keys, overlap=steps is None)  # other steps bring their own cores
     sandbox = ReaderSandbox()  # files are read in a worker process, each under a memory and a time budget
     try:
-        return _build_with(corpus, index, model, old, old_keys, encoder, early, started, sandbox)
+        steps = steps or _LocalSteps(encoder, sandbox.read)
+        return _build_with(corpus, index, model, old, old_keys, encoder, early, started, steps)
     finally:
         early.close()
         sandbox.close()
@@ -473,14 +522,14 @@ def _build_with(
     encoder: Encoder,
     early: _EarlyEmbedder,
     started: float,
-    sandbox: ReaderSandbox,
+    steps: BuildSteps,
 ) -> Manifest:
     """Read (or reuse) every file, embed what is new, write the version: the three steps of a build."""
-    split = _read_and_split(corpus, old, encoder, early, sandbox.read)
+    split = _read_and_split(corpus, old, encoder, early, steps)
     if not split.documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
     old_rows = old_keys.rows(np.array(split.keys, dtype="S32"))
-    vectors, encoder_info = _vectors(split, old, old_rows, encoder, early)
+    vectors, encoder_info = _vectors(split, old, old_rows, encoder, early, steps)
     manifest = _write(corpus, index, model, old, split, vectors, encoder_info, old_rows, started)
     log.info("built %s: %s", index, split.report)
     return manifest
@@ -491,12 +540,13 @@ def _read_and_split(
     old: store.IndexData | store.StoredVectors | None,
     encoder: Encoder,
     early: _EarlyEmbedder,
-    reader: Reader | None = None,
+    steps: BuildSteps,
 ) -> _Split:
     """Every corpus file, split; a file whose bytes the old index holds (here or under another name) is reused.
 
-    Texts of files split just now go to ``early`` to be embedded while the
-    next files are read. ``reader`` reads a file's bytes (a ``ReaderSandbox``'s, under its budgets).
+    First the files to reuse are found; the rest go to ``steps`` in one list
+    to be read and split. Texts of files split just now go to ``early`` to be
+    embedded while the next files are read.
     """
     old_data = old if isinstance(old, store.IndexData) else None
     same_split = old_data is not None and old_data.manifest.settings.get("splitter") == SPLITTER
@@ -520,14 +570,8 @@ def _read_and_split(
     files = walk.files
     report["skipped"].extend(walk.skipped)
     reasons.update(walk.skipped)
-    progress_at = time.monotonic() + 2.0
-    reading = progress.Bar(len(files), "reading files", "file")  # drawn only in a terminal (qa.progress)
-    for n, (doc_id, path, st) in enumerate(files, 1):
-        reading.update()
-        if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
-            left = eta(split_started, n - 1, len(files))
-            log.info("reading %d/%d files: %s%s", n, len(files), doc_id, f" ({left})" if left else "")
-            progress_at = time.monotonic() + 2.0
+    plan: list[tuple[str, str | None]] = []  # (doc id, the old document whose split it reuses, or None: read it)
+    for doc_id, path, st in files:
         try:
             sha, stat = _hash_and_stat(path, st)  # index_status just hashed it: usually remembered
         except OSError as exc:
@@ -540,8 +584,17 @@ def _read_and_split(
         split.sources[doc_id] = sha
         if stat is not None:
             split.stats[doc_id] = stat
-        same = old_sha.get(doc_id) == sha
-        source_id = doc_id if same else by_sha.get(sha)
+        plan.append((doc_id, doc_id if old_sha.get(doc_id) == sha else by_sha.get(sha)))
+    paths = {doc_id: path for doc_id, path, _ in files}
+    read = steps.split([(doc_id, paths[doc_id]) for doc_id, source_id in plan if source_id is None])
+    progress_at = time.monotonic() + 2.0
+    reading = progress.Bar(len(plan), "reading files", "file")  # drawn only in a terminal (qa.progress)
+    for n, (doc_id, source_id) in enumerate(plan, 1):
+        reading.update()
+        if time.monotonic() >= progress_at:  # a big corpus shows it is moving, file by file
+            left = eta(split_started, n - 1, len(plan))
+            log.info("reading %d/%d files: %s%s", n, len(plan), doc_id, f" ({left})" if left else "")
+            progress_at = time.monotonic() + 2.0
         if source_id is not None:
             # Unchanged bytes (here or under the old name): reuse the split, not re-read it.
             previous = old_documents[source_id]
@@ -551,12 +604,12 @@ def _read_and_split(
             if source_id != doc_id:
                 doc_sentences = [dataclasses.replace(s, doc=doc_id) for s in doc_sentences]
         else:
-            doc = read_document(doc_id, path, skipped=reasons, reader=reader)
-            if doc is None:
+            result = next(read)
+            if isinstance(result, str):
                 report["skipped"].append(doc_id)
+                reasons[doc_id] = result
                 continue
-            passages, doc_sentences = split_document(doc)
-            stored = StoredDocument(doc.id, doc.sha256, doc.encoding, document_title(doc, passages), doc.text)
+            stored, doc_sentences = result
         offset = len(split.sentences)
         split.documents.append(stored)
         split.sentences.extend(doc_sentences)
@@ -581,6 +634,7 @@ def _vectors(
     old_rows: np.ndarray,
     encoder: Encoder,
     early: _EarlyEmbedder,
+    steps: BuildSteps,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Every view's vector: read from the old index when its key is there, else embedded (each text once)."""
     views, keys, report = split.views, split.keys, split.report
@@ -601,7 +655,7 @@ def _vectors(
         log.info("embedding %d texts (%d begun while reading the files)", len(unique), len(unique) - len(rest))
         embed_started = time.perf_counter()
         with progress.Bar(len(rest), "embedding texts", "text") as embedding:
-            vectors_of_rest = encoder.encode([text_of[k] for k in rest], documents=True, on_progress=embedding.update)
+            vectors_of_rest = steps.embed([text_of[k] for k in rest], on_progress=embedding.update)
         encoded = dict(zip(rest, vectors_of_rest, strict=True))
         encoded.update(early.results())
         report["embed_seconds"] = round(time.perf_counter() - embed_started, 3)  # after the split

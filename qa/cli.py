@@ -200,12 +200,28 @@ def index() -> None:
 @CORPUS
 @INDEX
 @click.option("--force", is_flag=True, help="Rebuild even if the index is fresh.")
+@click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+    help="Read and embed on a Ray cluster: ADDRESS of its head (HOST:PORT), 'local' for one in this process, "
+    "or none for the cluster `ray start` made here (needs the cluster extra; docs/scaling.md).",
+)  # fmt: skip
+@click.option(
+    "--actors", type=click.IntRange(min=1), default=None,
+    help="With --ray: embedding actors, one CPU each (default: one per CPU of the cluster).",
+)  # fmt: skip
 @JSON
-def build(corpus: Path, index: Path, force: bool, as_json: bool) -> None:
+def build(corpus: Path, index: Path, force: bool, ray_address: str | None, actors: int | None, as_json: bool) -> None:
     """Build or refresh the index, re-embedding only what changed."""
-    from qa.build import build_index
+    if actors is not None and ray_address is None:
+        raise UserError("--actors sizes the Ray build's embedding pool; add --ray")
+    if ray_address is not None:
+        from qa.cluster import build_index_on_ray
 
-    manifest = _run(build_index, corpus, index, force=force)
+        manifest = _run(build_index_on_ray, corpus, index, address=ray_address, actors=actors, force=force)
+    else:
+        from qa.build import build_index
+
+        manifest = _run(build_index, corpus, index, force=force)
     if as_json:
         _echo_json(_build_json(manifest))
         return

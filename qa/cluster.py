@@ -1,0 +1,314 @@
+"""Index builds on a Ray cluster: files read and split by Ray tasks, texts embedded by an actor pool (Ray Data).
+
+``build_index_on_ray`` is ``qa.build.build_index`` with its two heavy steps
+run by :class:`RaySteps`; everything else (what to reuse, BM25, the search
+index, the manifest and checksums, the atomic switch-over) happens in the
+calling process, the driver, exactly as in a local build, so both write the
+same index. Ray is an optional extra (``pip install -e ".[cluster]"``) and is
+imported only here, when a build asks for it.
+
+- Reading: the new and changed files go to Ray tasks, a few dozen files each;
+  each task reads by path, so every node must see the corpus at the same path.
+- Embedding: the texts to embed (only those, as in any incremental build) go
+  through ``Dataset.map_batches`` on a pool of actors, each holding the index's
+  encoder export (the int8 document model, whose vectors do not depend on the
+  batch) on one CPU; the pool has one actor per CPU of the cluster unless told.
+- Faults: a task or actor whose worker dies is retried (``retries`` times);
+  past that the build stops with one sentence, and the previous index stays
+  live, since nothing was switched over.
+
+>>> build_index_on_ray("corpus", "index", address="local")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from qa.build import SplitFile, build_index, split_file
+from qa.embed import default_model, get_encoder
+from qa.progress import eta
+from qa.readers.sandbox import ReaderSandbox
+from qa.types import Manifest, QAError
+
+log = logging.getLogger(__name__)
+
+FILES_PER_TASK = 16  # files one reading task takes: a round trip per few dozen milliseconds of splitting
+TEXTS_PER_BATCH = 256  # texts an embedding actor takes at a time (it sub-batches by length, as a local build)
+RETRIES = 3  # times a task, or an actor and its batch, is retried after its worker dies
+
+
+class ClusterError(QAError):
+    """The Ray cluster cannot be reached, or a build's work on it failed past its retries."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ClusterError('Ray is not installed; install the cluster extra: pip install -e ".[cluster]"') from exc
+    return ray
+
+
+def connect(address: str = "auto") -> bool:
+    """Connect this process to a Ray cluster; True when this call connected (and should disconnect).
+
+    ``address``: ``auto`` (the cluster ``ray start`` started on this machine,
+    or ``$RAY_ADDRESS``), ``local`` (a Ray started in this process, on this
+    machine's CPUs, loopback only), ``HOST:PORT`` (a head node's GCS) or
+    ``ray://HOST:PORT`` (Ray Client). A process already connected keeps its
+    connection.
+    """
+    if address == "local":
+        # Else Ray on Linux binds its processes to the machine's network address, not loopback
+        # (read when Ray is imported, and by the processes it starts).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": False, "namespace": "qa"}
+    if address == "local":
+        options["include_dashboard"] = False
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(exc)}") from exc
+    _quiet_ray_data()
+    return True
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's own progress bars and start-up lines off: the build logs its progress as a local one does."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+_sandbox: ReaderSandbox | None = None  # a Ray worker's reader process, kept for the next tasks it runs
+
+
+def _read_files(files: list[tuple[str, str]]) -> list[SplitFile]:
+    """A Ray task's work: ``split_file`` of each file, in order, its bytes read under the sandbox's budgets."""
+    global _sandbox
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _sandbox is None:
+        _sandbox = ReaderSandbox()
+    return [split_file(doc_id, path, _sandbox.read) for doc_id, path in files]
+
+
+class _Embedder:
+    """An actor of the embedding pool: the index's encoder export, loaded once, on this actor's CPUs.
+
+    ``RaySteps.embed`` sets ``model``, ``export`` and ``threads`` on a subclass.
+    """
+
+    model: str
+    export: str
+    threads: int
+
+    def __init__(self) -> None:
+        # Before the model loads: its sessions use this many threads (qa.encoder.threads).
+        os.environ["QA_THREADS"] = str(self.threads)
+        self.encoder = get_encoder(self.model, self.export)
+        _ = self.encoder.model  # load now, not in the first batch's time
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [str(t) for t in batch["text"]]
+        vectors = self.encoder.encode(texts, documents=True, workers=self.threads)
+        return {"row": batch["row"], "vector": vectors}
+
+
+class RaySteps:
+    """A build's reading and embedding on the Ray cluster this process is connected to (``qa.build.BuildSteps``).
+
+    ``actors``: the embedding pool's size (default: the cluster's CPUs divided
+    by ``cpus_per_actor``). ``retries``: how often a reading task, or an
+    embedding actor and its batch, is retried after its worker dies.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        actors: int | None = None,
+        cpus_per_actor: int = 1,
+        retries: int = RETRIES,
+        files_per_task: int = FILES_PER_TASK,
+        texts_per_batch: int = TEXTS_PER_BATCH,
+    ) -> None:
+        for name, value, least in (
+            ("actors", actors, 1), ("cpus_per_actor", cpus_per_actor, 1), ("retries", retries, 0),
+            ("files_per_task", files_per_task, 1), ("texts_per_batch", texts_per_batch, 1),
+        ):  # fmt: skip
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, not {value}")
+        self.model = model or default_model()
+        self.actors = actors
+        self.cpus_per_actor = cpus_per_actor
+        self.retries = retries
+        self.files_per_task = files_per_task
+        self.texts_per_batch = texts_per_batch
+        self.used_actors = 0  # the pool size of the last embedding, for the build report
+
+    def pool_size(self) -> int:
+        """The embedding actors to start: as asked, else one per ``cpus_per_actor`` CPUs of the cluster."""
+        if self.actors is not None:
+            return self.actors
+        cpus = int(_ray().cluster_resources().get("CPU", 1))
+        return max(1, cpus // self.cpus_per_actor)
+
+    def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
+        """Each file read and split by a Ray task (``files_per_task`` a task), yielded in the order given.
+
+        Tasks run ahead of what has been yielded by a window of four per CPU, so a
+        huge corpus never has all its splits waiting in the object store.
+        """
+        if not files:
+            return
+        ray = _ray()
+        read = ray.remote(max_retries=self.retries, num_cpus=1)(_read_files)
+        chunks = [list(files[i : i + self.files_per_task]) for i in range(0, len(files), self.files_per_task)]
+        window = max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque[Any] = deque()
+        submitted = 0
+        while submitted < len(chunks) or pending:
+            while submitted < len(chunks) and len(pending) < window:
+                pending.append(read.remote(chunks[submitted]))
+                submitted += 1
+            try:
+                results = ray.get(pending.popleft())
+            except ray.exceptions.RayError as exc:
+                raise _failed("reading the files", exc) from exc
+            yield from results
+
+    def embed(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Each text's document vector, by the actor pool; rows in the order of ``texts``."""
+        encoder = get_encoder(self.model)
+        out = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        _ray()  # a clear error when Ray is missing
+        import ray
+        import ray.data
+
+        # Texts of similar length share a batch (little padding); "row" puts each vector back in place.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        items = [{"row": int(i), "text": texts[i]} for i in order]
+        actors = min(self.pool_size(), -(-len(texts) // self.texts_per_batch))
+        self.used_actors = actors
+        blocks = max(actors, -(-len(texts) // (4 * self.texts_per_batch)))
+        # The encoder's settings as class attributes, not constructor arguments: those would sit in
+        # the object store, and an actor restarted after they left it could not start.
+        embedder = type(
+            "_Embedder",
+            (_Embedder,),
+            {"model": self.model, "export": encoder.export_id, "threads": self.cpus_per_actor},
+        )
+        with warnings.catch_warnings():
+            # max_restarts and max_task_retries still reach the actors as remote arguments in Ray 2.60
+            # (pinned); map_batches has no named parameter for them yet, and warns.
+            warnings.simplefilter("ignore")
+            dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+                embedder,
+                batch_size=self.texts_per_batch,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=self.cpus_per_actor,
+                max_restarts=self.retries,
+                max_task_retries=self.retries,
+            )
+        log.info("embedding %d texts on %d Ray actors", len(texts), actors)
+        started, done, logged = time.perf_counter(), 0, 0
+        step = max(1, len(texts) // 20)
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                out[batch["row"]] = batch["vector"]
+                done += len(batch["row"])
+                if on_progress is not None:
+                    on_progress(len(batch["row"]))
+                if done // step > logged:
+                    logged = done // step
+                    left = eta(started, done, len(texts))
+                    log.info("embedded %d of %d texts%s", done, len(texts), f", {left}" if left else "")
+        except ray.exceptions.RayError as exc:
+            raise _failed("embedding", exc) from exc
+        if done != len(texts):
+            raise ClusterError(f"the Ray build embedded {done} of {len(texts)} texts; the previous index stays live")
+        return out
+
+
+def _failed(step: str, exc: BaseException) -> ClusterError:
+    """One sentence for a step that failed past its retries."""
+    return ClusterError(
+        f"the Ray build failed while {step} ({type(exc).__name__}: {_first_line(exc)}); the previous index stays live"
+    )
+
+
+def build_index_on_ray(
+    corpus: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    *,
+    address: str = "auto",
+    actors: int | None = None,
+    force: bool = False,
+    model: str | None = None,
+    retries: int = RETRIES,
+    texts_per_batch: int = TEXTS_PER_BATCH,
+) -> Manifest:
+    """``qa.build.build_index`` with reading and embedding on a Ray cluster; the same index, written here.
+
+    ``address`` as :func:`connect` takes it; a process already connected to
+    Ray uses that connection. A fresh index is a no-op that never connects.
+    ``actors``, ``retries`` and ``texts_per_batch`` as :class:`RaySteps` takes them.
+    """
+    steps = _ConnectingSteps(address, RaySteps(model, actors=actors, retries=retries, texts_per_batch=texts_per_batch))
+    try:
+        return build_index(corpus, index, force=force, model=model, steps=steps)
+    finally:
+        steps.disconnect()
+
+
+class _ConnectingSteps:
+    """:class:`RaySteps` that connect on first use (a no-op build needs no cluster) and disconnect after."""
+
+    def __init__(self, address: str, steps: RaySteps) -> None:
+        self.address = address
+        self.steps = steps
+        self.connected_to: str | None = None
+        self._owned = False
+
+    def _connect(self) -> None:
+        if self.connected_to is None:
+            self._owned = connect(self.address)
+            self.connected_to = self.address
+
+    def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
+        if files:
+            self._connect()
+        return self.steps.split(files)
+
+    def embed(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        if texts:
+            self._connect()
+        return self.steps.embed(texts, on_progress)
+
+    def disconnect(self) -> None:
+        if self._owned:
+            _ray().shutdown()
+            self._owned = False
