@@ -18,9 +18,9 @@ run: install index
 test: install chromium
 	$(BIN)/pytest -q
 
-# docs/screenshot.png is tracked: only this target rewrites it (the browser test reads QA_SCREENSHOT).
+# docs/screenshot.png and docs/screenshot-abstained.png are tracked: only this target rewrites them (the browser test reads QA_SCREENSHOT).
 screenshot: install chromium
-	QA_SCREENSHOT=1 $(BIN)/pytest -q tests/test_browser.py -k highlighted
+	QA_SCREENSHOT=1 $(BIN)/pytest -q tests/test_browser.py -k "highlighted or off_topic"
 
 install: $(STAMP)
 

@@ -25,6 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = ROOT / "docs" / "screenshot.png"  # rewritten only by `make screenshot` (QA_SCREENSHOT=1)
+ABSTAINED_SCREENSHOT = ROOT / "docs" / "screenshot-abstained.png"  # the same
 ANSWER_TIMEOUT_MS = 60_000
 
 
@@ -115,9 +116,15 @@ def test_example_question_comes_from_the_corpus_and_is_answered_when_clicked(pag
     assert "mitsubishi" in page.locator("#qa-chat").inner_text()
 
 
-def test_off_topic_question_says_the_sources_dont_say_and_highlights_no_answer(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+def test_off_topic_question_says_the_sources_dont_say_and_highlights_no_answer(
+    page, article_app: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     open_app(page, article_app)
     ask(page, "What is the capital of France?")
+    shot = tmp_path / "abstained.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("QA_SCREENSHOT"):  # a tracked file: only `make screenshot` rewrites it
+        shutil.copy(shot, ABSTAINED_SCREENSHOT)
     assert "Confidence: the sources don't say" in page.locator("#qa-chat").inner_text()
     assert "The sources don't say" in page.locator("#qa-sources").inner_text()
     assert page.locator("#qa-sources mark.answer").count() == 0
