@@ -181,6 +181,8 @@ def ask(question: str, k: int, history: tuple[str, ...], index: Path, as_json: b
         _echo_json(result.to_dict())
         return
     click.echo(result.text)
+    if result.confidence_label:
+        click.echo(f"Confidence: {result.confidence_label} ({result.confidence:.2f})")
     click.echo()
     label = "Closest matches (low confidence):" if result.abstained else "Sources:"
     if result.sources:

@@ -49,6 +49,7 @@ def test_ask_prints_sentence_and_offsets(article_index: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "280,000 vehicles" in result.output
     assert result.output.startswith("280,000")  # the answer phrase first, then its sentence
+    assert result.output.splitlines()[1].startswith(("Confidence: confident (", "Confidence: likely ("))
     assert f"[1] {ARTICLE_ID} chars 748-858" in result.output
 
 
