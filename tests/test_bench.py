@@ -33,6 +33,7 @@ SMOKE = {
     "fault_load.py": "test_fault_load_finds_no_inconsistent_answer_in_a_short_run",
     "hostile_inputs.py": "test_hostile_inputs_reports_the_cheap_cases",
     "latency.py": "test_latency_times_answers_and_a_cold_start",
+    "ray_build.py": "tests/test_ray.py::test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles",
     "reader_pairs.py": "tests/test_reader.py::test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes",
     "rebuild.py": "test_rebuild_edits_one_sentence_and_answers_it",
     "scale.py": "test_scale_builds_rebuilds_and_queries_a_small_corpus",
@@ -72,10 +73,9 @@ def test_every_script_is_cited_in_the_benchmarks_page_and_smoke_tested() -> None
     assert scripts == sorted(SMOKE), "a script in bench/ needs a smoke test here (or one was removed)"
     assert [s for s in scripts if f"bench/{s}" not in page] == []
     here = {name for name in globals() if name.startswith("test_")}
-    reader_tests = (ROOT / "tests" / "test_reader.py").read_text(encoding="utf-8")
     for test in SMOKE.values():
         file, _, name = test.rpartition("::")
-        assert name in here if not file else f"def {name}(" in reader_tests, test
+        assert name in here if not file else f"def {name}(" in (ROOT / file).read_text(encoding="utf-8"), test
 
 
 @pytest.mark.parametrize("script", sorted(SMOKE))

@@ -518,15 +518,35 @@ def launch(
 @CORPUS
 @DATA
 @click.option("--watch", is_flag=True, help="Rebuild the index when corpus files change, without a restart.")
-def serve(host: str, port: int, index: Path, corpus: Path, data: Path, watch: bool) -> None:
+@click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+    help="Serve the JSON API from Ray Serve replicas on the cluster at ADDRESS (as qa index build --ray takes it); "
+    "the index folder must be at the same path on every node.",
+)  # fmt: skip
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: replicas.")
+@click.option("--min-replicas", type=click.IntRange(min=1), help="With --ray: autoscale from this many replicas.")
+@click.option("--max-replicas", type=click.IntRange(min=1), help="With --ray: autoscale up to this many replicas.")
+def serve(
+    host: str, port: int, index: Path, corpus: Path, data: Path, watch: bool, ray_address: str | None,
+    replicas: int, min_replicas: int | None, max_replicas: int | None,
+) -> None:  # fmt: skip
     """Open the web chat and its JSON API on http://HOST:PORT, building the index first if missing or stale.
 
     The API: POST /v1/answer, GET /v1/index, POST /v1/feedback; its schema at
     /openapi.json, its docs at /docs. Ratings are kept in DATA/feedback.sqlite.
+    With --ray the JSON API alone is served, by replicas on a Ray cluster (ui/ray_serve.py).
     """
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    if ray_address is not None:
+        from ui.ray_serve import serve_on_ray
+
+        if watch:
+            raise UserError("--watch rebuilds in this process; with --ray, run qa index build and the replicas follow")
+        bounds = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+        serve_on_ray(index, corpus, ray_address, host=host, port=port, replicas=replicas, data=data, **bounds)
+        return
     _check_port(host, port)  # before loading anything: a taken port fails in a second, not after the model loads
     click.echo("qa serve: loading the index and the model…", err=True)
     # Load the engine in a thread while this one imports Gradio (seconds of Python imports).

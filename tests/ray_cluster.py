@@ -1,0 +1,161 @@
+"""A real two-node Ray cluster on this machine for the tests: started with ``ray start``, loopback only.
+
+Each node is one ``ray start`` with one CPU and no dashboard, in a temporary
+folder of its own. Ray on Linux rewrites ``127.0.0.1`` (and ``localhost``) as
+a ``--node-ip-address`` or ``--address`` into the machine's network address,
+so the nodes take other loopback addresses, which it keeps: the head
+127.0.0.2, the second node 127.0.0.3.
+
+``ray stop`` would end every Ray process on the machine, another test run's
+cluster included, so :meth:`RayCluster.stop` ends only this cluster's
+processes, by id: those started with its temporary folder on their command
+line, and their children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HEAD_IP = "127.0.0.2"
+NODE_IP = "127.0.0.3"
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class RayCluster:
+    """A head node and a second node, each ``--num-cpus 1``; :meth:`stop` ends them even mid-failure."""
+
+    def __init__(self, folder: Path) -> None:
+        # Ray's session folders hold Unix sockets, whose paths must stay under 108 bytes.
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port(HEAD_IP)
+        self.address = f"{HEAD_IP}:{self.port}"
+        # Token authentication with a token of this cluster's own, whatever ~/.ray holds: a driver
+        # connects with the same three variables (``driver_env``).
+        token = folder / "auth_token"
+        token.write_text(secrets.token_hex(32), encoding="utf-8")
+        token.chmod(0o600)
+        self.driver_env = {
+            "RAY_TMPDIR": str(folder), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }  # fmt: skip
+        self.env = {**os.environ, **self.driver_env}
+        self._pids: set[int] = set()
+
+    def _ray_start(self, *args: str) -> None:
+        common = ["--num-cpus", "1", "--object-store-memory", str(150 * 2**20), "--disable-usage-stats"]
+        result = subprocess.run(
+            [RAY, "start", *args, *common], env=self.env, capture_output=True, text=True, timeout=120, check=False
+        )
+        self._remember()
+        if result.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, nodes: int = 2) -> RayCluster:
+        """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2)."""
+        self._ray_start(
+            "--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
+            "--include-dashboard=false", "--temp-dir", str(self.folder),
+        )  # fmt: skip
+        if nodes > 1:
+            self.add_node()
+        return self
+
+    def add_node(self) -> None:
+        """The second node, at 127.0.0.3."""
+        self._ray_start("--address", self.address, "--node-ip-address", NODE_IP)
+
+    def _remember(self) -> None:
+        """Record this cluster's processes: those naming its folder, and all their children."""
+        table = _processes()
+        roots = {pid for pid, (_, args) in table.items() if str(self.folder) in args}
+        self._pids |= roots | _descendants(table, roots | self._pids)
+
+    def stop(self) -> None:
+        """End this cluster's processes, only these, by id: raylets first (SIGTERM), then SIGKILL after 3 s."""
+        self._remember()  # workers and actors started since
+        table = _processes()
+        raylets = [pid for pid in self._pids if pid in table and "raylet" in table[pid][1].split(" ", 1)[0]]
+        for pid in raylets:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(_alive(pid) for pid in raylets):
+            time.sleep(0.1)
+        self._remember()
+        for pid in self._pids:
+            _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in self._pids):
+            time.sleep(0.1)
+
+    def processes(self, name_part: str) -> list[int]:
+        """Ids of this cluster's live processes whose command line (or title) holds ``name_part``."""
+        self._remember()
+        table = _processes()
+        return sorted(pid for pid in self._pids if pid in table and name_part in table[pid][1] and _alive(pid))
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process this user can see (Linux /proc)."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        table[int(entry.name)] = (parent, args)
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:
+    found: set[int] = set()
+    frontier = set(roots)
+    while frontier:
+        frontier = {pid for pid, (parent, _) in table.items() if parent in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet reaped by its parent, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+if __name__ == "__main__":  # a manual check: start, list, stop
+    import tempfile
+
+    cluster = RayCluster(Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
+    try:
+        t = time.perf_counter()
+        cluster.start()
+        print(f"started {cluster.address} in {time.perf_counter() - t:.1f} s; {len(cluster._pids)} processes")
+        subprocess.run([RAY, "status", "--address", cluster.address], env=cluster.env, check=False)
+    finally:
+        cluster.stop()
+        print("stopped; left:", cluster.processes(""))

@@ -1,0 +1,366 @@
+"""Builds and answer replicas on a real Ray cluster: two one-CPU nodes started with ``ray start``, loopback only.
+
+One cluster serves the whole module (``tests/ray_cluster.py`` starts it and
+ends its processes, only those, even when a test fails). The corpus is the
+article plus 300 BBC articles (one of every seven, so every category is in).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import ARTICLE, ROOT, free_port
+from tests.ray_cluster import RayCluster
+
+# Not imported here: Ray reads its authentication settings when first imported, after the cluster fixture sets them.
+if importlib.util.find_spec("ray") is None:
+    pytest.skip("Ray is an optional extra: pip install -e '.[cluster]'", allow_module_level=True)
+
+SHARED = ROOT.parent / "shared"
+BBC = SHARED / "data" / "bbc-news" / "bbc-fulltext.zip"
+DEV_QUESTIONS = SHARED / "eval" / "dev_questions.jsonl"
+
+
+def dev_questions() -> list[str]:
+    lines = DEV_QUESTIONS.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines if line.strip()]
+
+
+def bbc_names() -> list[str]:
+    with zipfile.ZipFile(BBC) as z:
+        return sorted(n for n in z.namelist() if n.endswith(".txt"))
+
+
+def write_bbc(corpus: Path, names: list[str]) -> None:
+    with zipfile.ZipFile(BBC) as z:
+        for name in names:
+            parts = Path(name).parts  # bbc/<category>/<nnn>.txt
+            target = corpus / "bbc" / parts[-2] / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(name))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """The two-node cluster, with this process connected to it as a driver."""
+    if not BBC.is_file():
+        pytest.skip(f"the BBC corpus is not at {BBC}")
+    import tempfile
+
+    # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder.
+    ray_cluster = RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")))
+    saved = {k: os.environ.get(k) for k in ray_cluster.driver_env}
+    try:
+        ray_cluster.start()
+        os.environ.update(ray_cluster.driver_env)
+        from qa.cluster import connect
+
+        connect(ray_cluster.address)
+        yield ray_cluster
+    finally:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            ray_cluster.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            shutil.rmtree(ray_cluster.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-corpus") / "corpus"
+    folder.mkdir()
+    shutil.copy(ARTICLE, folder / ARTICLE.name)
+    write_bbc(folder, bbc_names()[::7][:300])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qa import build_index
+
+    index = tmp_path_factory.mktemp("ray-local") / "index"
+    build_index(corpus, index)
+    return index
+
+
+@pytest.fixture(scope="module")
+def ray_index(cluster: RayCluster, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qa.cluster import build_index_on_ray
+
+    index = tmp_path_factory.mktemp("ray-built") / "index"
+    build_index_on_ray(corpus, index, address=cluster.address)
+    return index
+
+
+def load(index: Path) -> Any:
+    from qa import store
+
+    folder = store.current_folder(index)
+    assert folder is not None
+    return store.load_folder(folder)
+
+
+def test_a_ray_build_equals_a_local_build(local_index: Path, ray_index: Path) -> None:
+    local, remote = load(local_index), load(ray_index)
+    a, b = local.manifest, remote.manifest
+    assert (b.documents, b.sentences, b.vectors) == (a.documents, a.sentences, a.vectors)
+    assert (b.sources, b.settings, b.encoder, b.search) == (a.sources, a.settings, a.encoder, a.search)
+    assert a.documents == 301 and b.build["embedded"] == a.build["embedded"] > 9000
+    assert list(remote.documents) == list(local.documents)
+    for doc_id in local.documents:
+        assert remote.documents[doc_id] == local.documents[doc_id]
+    # Every sentence: the same document, offsets, text, passage and citability.
+    assert [remote.sentences[i] for i in range(len(remote.sentences))] == [
+        local.sentences[i] for i in range(len(local.sentences))
+    ]
+    assert np.array_equal(remote.vector_keys, local.vector_keys)
+    assert np.array_equal(remote.vector_sentence, local.vector_sentence)
+    # The int8 document model quantises each token by itself, so a vector does not depend on its batch's
+    # other texts; the float sums around it may run in another order for another batch shape (batches
+    # are grouped by length, and differ between the actors and a local build): 3e-8 at most, measured.
+    difference = float(np.max(np.abs(np.asarray(remote.matrix) - np.asarray(local.matrix))))
+    print(f"largest difference between a Ray and a local build's vectors: {difference:.3g}")
+    assert difference <= 1e-6
+
+    from qa.answer import Engine
+
+    on_local, on_ray = Engine(local_index), Engine(ray_index)
+    for question in dev_questions():
+        x, y = on_local.answer(question), on_ray.answer(question)
+        assert (y.text, y.abstained) == (x.text, x.abstained), question
+        assert y.confidence == pytest.approx(x.confidence, abs=1e-5)
+        assert [(s.doc, s.start, s.end) for s in y.sources] == [(s.doc, s.start, s.end) for s in x.sources]
+
+
+class _KillOnProgress(logging.Handler):
+    """Kills every embedding actor's process when the Ray build logs its first progress line."""
+
+    def __init__(self, cluster: RayCluster) -> None:
+        super().__init__(logging.INFO)
+        self.cluster = cluster
+        self.killed: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.killed or not record.getMessage().startswith("embedded "):
+            return
+        self.killed = self.cluster.processes("_Embedder")
+        assert self.killed, "no embedding actor process found"
+        for pid in self.killed:
+            os.kill(pid, signal.SIGKILL)
+
+
+def incremental_case(corpus: Path, index: Path, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the corpus with 20 more BBC articles, and a copy of ``index`` to update for it."""
+    grown = tmp / "corpus"
+    shutil.copytree(corpus, grown)
+    write_bbc(grown, bbc_names()[3::7][:20])  # none of them among the 300
+    copy = tmp / "index"
+    shutil.copytree(index, copy, symlinks=True)
+    return grown, copy
+
+
+def killing_an_actor(cluster: RayCluster) -> Any:
+    handler = _KillOnProgress(cluster)
+    logger = logging.getLogger("qa.cluster")
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+    class Restore:
+        def __enter__(self) -> _KillOnProgress:
+            return handler
+
+        def __exit__(self, *exc: object) -> None:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+    return Restore()
+
+
+def test_a_worker_killed_during_a_build_past_its_retries_fails_in_one_sentence(
+    cluster: RayCluster, corpus: Path, ray_index: Path, tmp_path: Path
+) -> None:
+    from qa import store
+    from qa.cluster import ClusterError, build_index_on_ray
+
+    grown, index = incremental_case(corpus, ray_index, tmp_path)
+    before = store.current_folder(index)
+    with killing_an_actor(cluster) as kill, pytest.raises(ClusterError) as failed:
+        build_index_on_ray(grown, index, address=cluster.address, retries=0, texts_per_batch=32)
+    assert kill.killed
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith("the Ray build failed while embedding")
+    assert message.endswith("the previous index stays live")
+    assert store.current_folder(index) == before
+    from qa.answer import Engine
+
+    assert Engine(index).answer("Who is Carlos Ghosn?").index_version == load(ray_index).manifest.version
+
+
+def test_a_worker_killed_during_a_build_is_retried_and_the_index_equals_a_local_one(
+    cluster: RayCluster, corpus: Path, ray_index: Path, local_index: Path, tmp_path: Path
+) -> None:
+    from qa import build_index
+    from qa.cluster import build_index_on_ray
+
+    grown, index = incremental_case(corpus, ray_index, tmp_path / "ray")
+    with killing_an_actor(cluster) as kill:
+        manifest = build_index_on_ray(grown, index, address=cluster.address, texts_per_batch=32)
+    assert kill.killed
+    # Incremental: only the new articles' texts went to the actors.
+    assert manifest.build["added"] == 20 and manifest.build["unchanged"] == 301
+    assert 0 < manifest.build["embedded"] < manifest.build["reused"]
+    _, local = incremental_case(corpus, local_index, tmp_path / "local")
+    build_index(grown, local)
+    x, y = load(local), load(index)
+    assert y.manifest.sentences == x.manifest.sentences
+    assert np.array_equal(y.vector_keys, x.vector_keys)
+    assert float(np.max(np.abs(np.asarray(y.matrix) - np.asarray(x.matrix)))) <= 1e-6
+
+
+def test_two_replicas_answer_400_questions_and_both_see_a_rebuild_within_5_s(
+    cluster: RayCluster, corpus: Path, ray_index: Path, tmp_path: Path
+) -> None:
+    from qa import build_index
+    from ui.ray_serve import REPLICA_HEADER, run_on_ray, stop_on_ray
+
+    served_corpus, index = tmp_path / "corpus", tmp_path / "index"
+    shutil.copytree(corpus, served_corpus)
+    shutil.copytree(ray_index, index, symlinks=True)
+    first_version = load(index).manifest.version
+    url = run_on_ray(index, address=cluster.address, replicas=2, port=free_port())
+    try:
+        with urllib.request.urlopen(f"{url}/v1/index", timeout=30) as response:
+            assert json.load(response)["version"] == first_version
+        questions = dev_questions()
+        rebuilt: dict[str, Any] = {}
+        answers: list[tuple[float, str, str]] = []  # (when asked, replica, index version)
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def ask(i: int) -> None:
+            if i == 150:  # a rebuild in the middle: one more document, built while the replicas answer
+                (served_corpus / "zorblax.txt").write_text(
+                    "Zorblax widgets\n\nThe Zorblax company assembles 4,321 kitchen widgets a day in Tromsø.\n",
+                    encoding="utf-8",
+                )
+                rebuilt["version"] = build_index(served_corpus, index).version
+                rebuilt["at"] = time.monotonic()
+            body = json.dumps({"question": questions[i % len(questions)]}).encode()
+            request = urllib.request.Request(f"{url}/v1/answer", body, {"Content-Type": "application/json"})
+            asked = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    replica, version = response.headers[REPLICA_HEADER], json.load(response)["index_version"]
+            except (OSError, ValueError, KeyError) as exc:  # urllib's HTTPError and URLError are OSErrors
+                with lock:
+                    errors.append(f"question {i}: {exc}")
+                return
+            with lock:
+                answers.append((asked, replica, version))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, range(400)))
+            assert errors == [] and len(answers) == 400
+            assert len({replica for _, replica, _ in answers}) == 2
+
+            def seen_new() -> dict[str, float]:
+                """Replica -> when it was first asked after the rebuild (each such answer is checked below)."""
+                first: dict[str, float] = {}
+                for asked, replica, _ in sorted(answers):
+                    if asked > rebuilt["at"]:
+                        first.setdefault(replica, asked)
+                return first
+
+            # The 400 may end before both replicas were asked after the rebuild: ask on until they were.
+            n = 400
+            while len(seen_new()) < 2 and time.monotonic() < rebuilt["at"] + 5:
+                list(pool.map(ask, range(n, n + 8)))
+                n += 8
+        assert errors == []
+        after = [(asked, replica, version) for asked, replica, version in answers if asked > rebuilt["at"]]
+        assert {version for _, _, version in after} == {rebuilt["version"]}, "an answer after the rebuild was stale"
+        first = seen_new()
+        assert len(first) == 2, "both replicas answered from the rebuilt index"
+        assert max(first.values()) - rebuilt["at"] <= 5
+    finally:
+        stop_on_ray()
+
+
+def test_answering_on_one_machine_never_imports_ray(article_index: Path) -> None:
+    code = (
+        "import sys\n"
+        "from qa.cli import main\n"
+        f"main(['ask', 'Who is Carlos Ghosn?', '--index', {str(article_index)!r}], standalone_mode=False)\n"
+        "import ui.app, ui.api\n"
+        "print('RAY' if any(m == 'ray' or m.startswith('ray.') for m in sys.modules) else 'NO RAY')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("NO RAY")
+
+
+def test_qa_index_build_ray_builds_on_the_cluster(cluster: RayCluster, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(ARTICLE, corpus / ARTICLE.name)
+    qa = [sys.executable, "-m", "qa.cli", "index", "build", "--corpus", str(corpus), "--index", str(tmp_path / "index")]
+    done = subprocess.run([*qa, "--ray", cluster.address, "--actors", "2", "--json"], capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["documents"] == 1 and report["embedded"] > 30
+    again = subprocess.run([*qa, "--ray", cluster.address], capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0 and "nothing to do" in again.stdout  # fresh: no cluster work
+
+
+def test_qa_index_build_actors_without_ray_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "index", "build", "--index", str(tmp_path / "index"), "--actors", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "add --ray" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles(cluster: RayCluster) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ray_build.py"), "--articles", "2", "--address", cluster.address],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray, 2 one-CPU workers" in done.stdout and "two workers / one:" in done.stdout
+
+
+def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "serve", "--ray", "--watch", "--index", str(tmp_path / "index")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "run qa index build" in done.stderr and "Traceback" not in done.stderr
