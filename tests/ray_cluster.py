@@ -70,6 +70,7 @@ class RayCluster:
         self._ray_start(
             "--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
             "--include-dashboard=false", "--temp-dir", str(self.folder),
+            "--ray-client-server-port", str(_free_port(HEAD_IP)),  # not 10001: another run's cluster may hold it
         )  # fmt: skip
         if nodes > 1:
             self.add_node()
@@ -80,9 +81,13 @@ class RayCluster:
         self._ray_start("--address", self.address, "--node-ip-address", NODE_IP)
 
     def _remember(self) -> None:
-        """Record this cluster's processes: those naming its folder, and all their children."""
+        """Record this cluster's processes (naming its folder, or with it as RAY_TMPDIR) and their children.
+
+        (Ray's client server names neither on its command line, and its parent has left by then.)
+        """
         table = _processes()
-        roots = {pid for pid, (_, args) in table.items() if str(self.folder) in args}
+        marker = f"RAY_TMPDIR={self.folder}".encode()
+        roots = {pid for pid, (_, args) in table.items() if str(self.folder) in args or marker in _environment(pid)}
         self._pids |= roots | _descendants(table, roots | self._pids)
 
     def stop(self) -> None:
@@ -123,6 +128,13 @@ def _processes() -> dict[int, tuple[int, str]]:
             continue
         table[int(entry.name)] = (parent, args)
     return table
+
+
+def _environment(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:

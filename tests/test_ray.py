@@ -59,37 +59,66 @@ def write_bbc(corpus: Path, names: list[str]) -> None:
             target.write_bytes(z.read(name))
 
 
+class _Starting:
+    """A cluster being started in a thread, so the local build runs meanwhile."""
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self.cluster = cluster
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, name="ray-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.cluster.start()
+        except BaseException as exc:  # raised again in the test's thread
+            self.error = exc
+
+    def wait(self) -> RayCluster:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.cluster
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """The two-node cluster, with this process connected to it as a driver."""
+def starting() -> Iterator[_Starting]:
+    """The two-node cluster, started in the background; its processes are ended when the module ends."""
     if not BBC.is_file():
         pytest.skip(f"the BBC corpus is not at {BBC}")
     import tempfile
 
     # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder.
-    ray_cluster = RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")))
-    saved = {k: os.environ.get(k) for k in ray_cluster.driver_env}
+    start = _Starting(RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))))
     try:
-        ray_cluster.start()
-        os.environ.update(ray_cluster.driver_env)
+        yield start
+    finally:
+        start.thread.join()
+        start.cluster.stop()
+        shutil.rmtree(start.cluster.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(starting: _Starting) -> Iterator[RayCluster]:
+    """The started cluster, with this process connected to it as a driver."""
+    ray_cluster = starting.wait()
+    saved = {k: os.environ.get(k) for k in ray_cluster.driver_env}
+    os.environ.update(ray_cluster.driver_env)  # before Ray is first imported: it reads them then
+    try:
         from qa.cluster import connect
 
         connect(ray_cluster.address)
         yield ray_cluster
     finally:
-        try:
-            import ray
+        import ray
 
-            if ray.is_initialized():
-                ray.shutdown()
-        finally:
-            ray_cluster.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            shutil.rmtree(ray_cluster.folder, ignore_errors=True)
+        if ray.is_initialized():
+            ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +131,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_index(corpus: Path, starting: _Starting, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local build of ``corpus``, made while the cluster starts."""
     from qa import build_index
 
     index = tmp_path_factory.mktemp("ray-local") / "index"
