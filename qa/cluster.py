@@ -78,7 +78,7 @@ def connect(address: str = "auto") -> bool:
         options["include_dashboard"] = False
     try:
         ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError and its own errors
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(exc)}") from exc
     _quiet_ray_data()
     return True
@@ -126,7 +126,7 @@ class _Embedder:
         # Before the model loads: its sessions use this many threads (qa.encoder.threads).
         os.environ["QA_THREADS"] = str(self.threads)
         self.encoder = get_encoder(self.model, self.export)
-        _ = self.encoder.model  # load now, not in the first batch's time
+        self.encoder.encode(["Loaded."], documents=True)  # the document model loads now, not in the first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]

@@ -394,3 +394,36 @@ def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "run qa index build" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_qa_serve_ray_serves_the_api_until_ctrl_c(cluster: RayCluster, ray_index: Path, tmp_path: Path) -> None:
+    port = free_port()
+    # Run from a folder with no ./corpus: the index is served as built, not rebuilt from the repository's corpus.
+    command = [sys.executable, "-m", "qa.cli", "serve", "--ray", cluster.address, "--replicas", "1",
+               "--port", str(port), "--index", str(ray_index)]  # fmt: skip
+    server = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        for line in server.stderr or ():
+            lines.append(line)
+            if "JSON API on" in line:
+                up.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert up.wait(120), "".join(lines)[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/index", timeout=30) as response:
+            assert json.load(response)["version"] == load(ray_index).manifest.version
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0, "".join(lines)[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        reader.join(10)
+    import ray.serve
+
+    assert "qa" not in ray.serve.status().applications  # Ctrl-C removed the replicas

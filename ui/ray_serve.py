@@ -125,7 +125,8 @@ def run_on_ray(
     """Deploy the answer replicas on the cluster at ``address``; returns the API's URL once every replica is up.
 
     ``options`` are :func:`application`'s. The deployment stays until
-    :func:`stop_on_ray` (or the cluster stops).
+    :func:`stop_on_ray` (or the cluster stops). Serve, when already running on
+    the cluster, keeps its own ``host`` and ``port``.
     """
     from qa.cluster import ClusterError, connect
 
@@ -146,10 +147,16 @@ def run_on_ray(
 
 
 def stop_on_ray() -> None:
-    """Remove the answer replicas from the cluster (the Serve proxy and the cluster stay)."""
+    """Remove the answer replicas from the cluster, and Serve itself when no other application runs on it.
+
+    (Serve keeps the HTTP options it started with: a later ``run_on_ray`` with another port needs a fresh
+    Serve.)
+    """
     from ray import serve
 
     serve.delete(APP_NAME)
+    if not serve.status().applications:
+        serve.shutdown()
 
 
 def serve_on_ray(index: Path, corpus: Path, address: str, **options: Any) -> None:
@@ -159,17 +166,20 @@ def serve_on_ray(index: Path, corpus: Path, address: str, **options: Any) -> Non
     from qa import build_index
     from qa.cli import UserError
 
+    deploying = False
     try:
         if corpus.is_dir():
             build_index(corpus, index)
         click.echo(f"qa serve: starting the answer replicas on Ray ({address})…", err=True)
+        deploying = True
         url = run_on_ray(index, address=address, **options)
-    except QAError as exc:
-        raise UserError(str(exc)) from exc
-    click.echo(f"qa serve: JSON API on {url}/v1 (Ray Serve; Ctrl+C to stop)", err=True)
-    try:
+        click.echo(f"qa serve: JSON API on {url}/v1 (Ray Serve; Ctrl+C to stop)", err=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
+    except QAError as exc:
+        raise UserError(str(exc)) from exc
     finally:
-        stop_on_ray()
+        if deploying:
+            click.echo("qa serve: removing the answer replicas…", err=True)
+            stop_on_ray()
