@@ -27,6 +27,10 @@ def _run(code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+# The child compiles no .pyc: under the file size limit Python would leave truncated ones in __pycache__.
+QUIET_BYTECODE = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def _small_disk() -> None:  # in the child: files over 32 KB cannot be written, as on a full disk
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
@@ -45,7 +49,7 @@ def test_ask_answers_from_the_previous_version_when_the_rebuild_fails(make_corpu
     )
     done = subprocess.run(
         [sys.executable, "-m", "qa.cli", "ask", "--index", str(index), "When does the ferry leave?"],
-        capture_output=True, text=True, timeout=300, preexec_fn=_small_disk, cwd=ROOT,
+        capture_output=True, text=True, timeout=300, preexec_fn=_small_disk, cwd=ROOT, env=QUIET_BYTECODE,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "seven every morning" in done.stdout
@@ -60,7 +64,7 @@ def test_ask_with_no_index_and_a_failing_build_says_so_and_answers_nothing(make_
     done = subprocess.run(
         [sys.executable, "-m", "qa.cli", "ask", "--index", str(tmp_path / "index"), "When does the ferry leave?"],
         capture_output=True, text=True, timeout=300, preexec_fn=_small_disk, cwd=ROOT,
-        env={**os.environ, "QA_CORPUS": str(corpus)},
+        env={**QUIET_BYTECODE, "QA_CORPUS": str(corpus)},
     )  # fmt: skip
     assert done.returncode != 0 and "seven every morning" not in done.stdout
     assert "Traceback" not in done.stderr and done.stderr.strip()
