@@ -86,3 +86,38 @@ def test_bars_are_off_unless_turned_on() -> None:
     assert not progress.bars_shown()  # the library never draws in someone else's program
     with progress.Bar(10, "nothing", "thing") as bar:
         bar.update(3)  # no terminal, no output, no error
+
+
+def test_the_build_before_serve_draws_a_bar_in_a_terminal(tmp_path: Path) -> None:
+    import socket
+
+    corpus = corpus_of(tmp_path / "corpus")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "qa.cli", "serve", "--corpus", str(corpus), "--index", str(tmp_path / "index"),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    out = bytearray()
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and b"web chat on http" not in out:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    out += os.read(leader, 65536)
+                except OSError:
+                    break
+            elif proc.poll() is not None:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        os.close(leader)
+    drawn = out.decode("utf-8", "replace")
+    assert "web chat on http" in drawn, drawn
+    assert "reading files" in drawn and "embedding texts" in drawn and "\r" in drawn, drawn
+    assert drawn.index("embedding texts") < drawn.index("web chat on http")
