@@ -364,3 +364,16 @@ def test_a_thumbs_down_is_in_feedback_export_after_a_server_restart(
     assert case["cited"]["doc"] == "mitsubishi-joins-renault-nissan-alliance.txt"
     stats = subprocess.run([*qa, "stats", "--data", str(data), "--json"], capture_output=True, text=True, check=True)
     assert [(r["state"], r["up"], r["down"]) for r in json.loads(stats.stdout)] == [("answered", 0, 1)]
+
+
+def test_download_chat_gives_markdown_with_each_answers_citations(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
+    open_app(page, article_app)
+    ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    ask(page, "What is the capital of France?")
+    with page.expect_download(timeout=ANSWER_TIMEOUT_MS) as download:
+        page.locator("#qa-download").click()
+    assert download.value.suggested_filename == "chat.md"
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "How many vehicles did Mitsubishi sell in Southeast Asia?" in text and "280,000" in text
+    assert "mitsubishi-joins-renault-nissan-alliance.txt" in text and SOLD in text  # document and sentence cited
+    assert "What is the capital of France?" in text and "don't" in text  # the abstention, said as such

@@ -65,6 +65,19 @@ def escape_markdown(text: str) -> str:
     return " ".join(escaped.split())
 
 
+# In a file people read as text, only what would start markup inside a line is escaped.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def escape_markdown_inline(text: str) -> str:
+    """Text on one line of a Markdown file, shown literally and still readable raw ("280,000" stays so).
+
+    >>> escape_markdown_inline("<b>*280,000*</b>")
+    '\\\\<b\\\\>\\\\*280,000\\\\*\\\\</b\\\\>'
+    """
+    return " ".join(_MD_INLINE.sub(r"\\\1", text).split())
+
+
 @dataclass(frozen=True)
 class PanelSource:
     """One source as the side panel shows it.
@@ -375,16 +388,16 @@ def transcript(turns: Sequence[tuple[str, Answer]]) -> str:
     """
     out = ["# Chat", ""]
     for question, answer in turns:
-        out += [f"## {escape_markdown(question)}", ""]
+        out += [f"## {escape_markdown_inline(question)}", ""]
         lead = answer.phrase.text if answer.phrase is not None and not answer.abstained else None
-        out += [f"**{escape_markdown(lead)}**" if lead else escape_markdown(answer.text), ""]
+        out += [f"**{escape_markdown_inline(lead)}**" if lead else escape_markdown_inline(answer.text), ""]
         if answer.confidence_label:
-            out += [f"Confidence: {escape_markdown(answer.confidence_label)} ({answer.confidence:.2f})", ""]
+            out += [f"Confidence: {escape_markdown_inline(answer.confidence_label)} ({answer.confidence:.2f})", ""]
         for i, s in enumerate(answer.sources, 1):
             role = "the answer" if i == 1 and not answer.abstained else "related"
             out.append(
-                f"{i}. {escape_markdown(s.location)}, characters {s.start}–{s.end} ({role}): "
-                f"“{escape_markdown(s.text)}”"
+                f"{i}. {escape_markdown_inline(s.location)}, characters {s.start}–{s.end} ({role}): "
+                f"“{escape_markdown_inline(s.text)}”"
             )
         out.append("")
     return "\n".join(out)
