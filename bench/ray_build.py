@@ -61,9 +61,12 @@ def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
     started = time.perf_counter()
     manifest = build(index)
     seconds = time.perf_counter() - started
-    texts = int(manifest.build["embedded"])
-    row = {"build": name, "texts": texts, "seconds": round(seconds, 2), "texts_per_s": round(texts / seconds, 1)}
-    print(f"{name:24} {texts:6} texts in {seconds:7.2f} s: {texts / seconds:7.1f} texts/s", flush=True)
+    report = manifest.build
+    texts = int(report["embedded"])
+    row = {"build": name, "texts": texts, "seconds": round(seconds, 2), "texts_per_s": round(texts / seconds, 1),
+           "split_s": report.get("split_seconds"), "embed_s": report.get("embed_seconds")}  # fmt: skip
+    print(f"{name:24} {texts:6} texts in {seconds:7.2f} s: {texts / seconds:7.1f} texts/s "
+          f"(reading {row['split_s']} s, embedding after it {row['embed_s']} s)", flush=True)  # fmt: skip
     return row
 
 
@@ -107,6 +110,22 @@ def ray_builds(corpus: Path, work: Path, address: str | None) -> list[dict[str, 
     return rows
 
 
+def difference(work: Path, workers: int) -> float:
+    """The largest difference between a local build's vectors and a Ray build's (same sentences, same order)."""
+    import numpy as np
+
+    from qa import store
+
+    def load(index: Path) -> store.IndexData:
+        folder = store.current_folder(index)
+        assert folder is not None
+        return store.load_folder(folder)
+
+    # Both loaded while compared: their matrices are views of files mapped for as long as the data lives.
+    local, remote = load(work / "local"), load(work / f"ray{workers}")
+    return float(np.max(np.abs(np.asarray(local.matrix) - np.asarray(remote.matrix))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=300, help="BBC articles beside the article (default 300)")
@@ -133,6 +152,8 @@ def main() -> int:
     for _ in range(args.rounds):
         rows.append(timed("local (every core)", lambda index: build_index(corpus, index), work / "local"))
         rows += ray_builds(corpus, work, args.address)
+        for workers in (1, 2):
+            print(f"largest difference, local and Ray ({workers}) vectors: {difference(work, workers):.3g}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -92,7 +92,7 @@ def _quiet_ray_data() -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not even "Progress bars disabled"
 
 
 def _first_line(exc: BaseException) -> str:
