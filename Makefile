@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test screenshot install index chromium bench lint clean
+.PHONY: run test screenshot install index chromium bench reader lint clean
 
 run: install index
 	$(BIN)/qa serve
@@ -40,6 +40,21 @@ chromium:
 
 bench: install
 	$(BIN)/python bench/latency.py
+
+# qa/models/reader-int8.onnx from SQuAD v1.1 train, then ranker.json fit with it on squad-tune (../shared/data):
+# the pairs, the training run in the three parts it ran in, the ranker (qa/models/reader.md). About 2 hours on 2 CPU cores.
+READER_WORK ?= /tmp/qa-reader
+PAIRS := $(READER_WORK)/pairs.jsonl.gz
+RUN1 := $(BIN)/python bench/train_reader.py $(PAIRS) --out $(READER_WORK)/run1 --questions 18000
+reader: install
+	[ -f $(PAIRS) ] || $(BIN)/python bench/reader_pairs.py $(PAIRS)
+	[ -f $(READER_WORK)/run1/reader.json ] || ( $(RUN1) --stop-after 200 && $(RUN1) --max-steps 2200 --stop-after 400 \
+		&& $(RUN1) --max-steps 2200 --span-weight 0.3 )
+	cp $(READER_WORK)/run1/reader-int8.onnx qa/models/
+	cd qa/models && sha256sum reader-int8.onnx > reader-int8.onnx.sha256
+	$(BIN)/qa train --squad ../shared/data/squad-tune/squad-v1.1-dev-tune.json.gz --folds 5 \
+		--work $(READER_WORK)/squad --verifier qa/models/reader-int8.onnx --one-article \
+		--calibration top,margin,verifier_top,verifier_max,cosine,best_cosine --verify-margin 4 --out qa/models/ranker.json
 
 lint: install
 	$(BIN)/ruff check qa ui tests bench
