@@ -207,12 +207,14 @@ class RaySteps:
         import ray
         import ray.data
 
-        # Texts of similar length share a batch (little padding); "row" puts each vector back in place.
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        # Texts of similar length share a batch (little padding), longest first: the last batches handed
+        # out are the quickest, so no actor is left with a long one while the others wait. A block is
+        # one batch, the unit an actor takes. "row" puts each vector back in place.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
         items = [{"row": int(i), "text": texts[i]} for i in order]
-        actors = min(self.pool_size(), -(-len(texts) // self.texts_per_batch))
+        blocks = -(-len(texts) // self.texts_per_batch)
+        actors = min(self.pool_size(), blocks)
         self.used_actors = actors
-        blocks = max(actors, -(-len(texts) // (4 * self.texts_per_batch)))
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
