@@ -41,7 +41,7 @@ from qa.types import Manifest, QAError
 log = logging.getLogger(__name__)
 
 FILES_PER_TASK = 16  # files one reading task takes: a round trip per few dozen milliseconds of splitting
-TEXTS_PER_BATCH = 256  # texts an embedding actor takes at a time (it sub-batches by length, as a local build)
+TEXTS_PER_BATCH = 512  # texts an embedding actor takes at a time (it sub-batches by length, as a local build)
 RETRIES = 3  # times a task, or an actor and its batch, is retried after its worker dies
 
 
