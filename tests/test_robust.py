@@ -325,7 +325,7 @@ def test_cli_build_is_quiet_and_a_newline_in_a_file_name_stays_on_one_line(make_
     assert built.returncode == 0 and built.stderr == b""  # nothing logged at default verbosity (bm25s was)
     asked = qa_cli("ask", PROBE, "--index", str(index))
     lines = asked.stdout.decode().splitlines()
-    assert "[1] two\\nlines.txt chars 0-34 (score" in lines[3], lines
+    assert "[1] two\\nlines.txt chars 0-34 (score" in lines[lines.index("Sources:") + 1], lines
 
 
 def test_ask_with_a_new_index_folder_says_it_is_building_one(make_corpus, tmp_path: Path) -> None:
