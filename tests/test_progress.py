@@ -121,3 +121,24 @@ def test_the_build_before_serve_draws_a_bar_in_a_terminal(tmp_path: Path) -> Non
     assert "web chat on http" in drawn, drawn
     assert "reading files" in drawn and "embedding texts" in drawn and "\r" in drawn, drawn
     assert drawn.index("embedding texts") < drawn.index("web chat on http")
+
+
+def test_eval_in_a_terminal_draws_a_bar_over_its_questions(tmp_path: Path) -> None:
+    import json
+
+    corpus = corpus_of(tmp_path / "corpus", files=3)
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        "".join(json.dumps({"id": f"q{i}", "question": f"How many days did report number {i} of note 1 take?",
+                            "gold": [f"report number {i} of note 1"]}) + "\n" for i in range(6)),
+        encoding="utf-8",
+    )  # fmt: skip
+    qa = [sys.executable, "-m", "qa.cli"]
+    index = str(tmp_path / "index")
+    built = subprocess.run([*qa, "index", "build", "--corpus", str(corpus), "--index", index], timeout=300)
+    assert built.returncode == 0
+    status, drawn = in_terminal([*qa, "eval", str(cases), "--index", index])
+    assert status == 0, drawn
+    assert "answering" in drawn and "/6 [" in drawn and "question/s" in drawn and "\r" in drawn, drawn
+    piped = subprocess.run([*qa, "eval", str(cases), "--index", index], capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "answering" not in piped.stdout + piped.stderr
