@@ -377,3 +377,41 @@ def test_download_chat_gives_markdown_with_each_answers_citations(page, article_
     assert "How many vehicles did Mitsubishi sell in Southeast Asia?" in text and "280,000" in text
     assert "mitsubishi-joins-renault-nissan-alliance.txt" in text and SOLD in text  # document and sentence cited
     assert "What is the capital of France?" in text and "don't" in text  # the abstention, said as such
+
+
+def test_a_chat_in_front_of_another_answer_server_answers_through_it(
+    page, spawn, article_index: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`qa serve --answers-from URL`: the page of one server, the answers of another (Ray Serve replicas, say)."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from .conftest import free_port
+
+    qa_bin = str(Path(sys.executable).parent / "qa")
+    back_port, front_port = free_port(), free_port()
+    back = serve(spawn, article_index, tmp_path / "back-data", back_port)
+    front = spawn(
+        [qa_bin, "serve", "--index", str(article_index), "--port", str(front_port), "--data", str(tmp_path / "data"),
+         "--answers-from", f"http://127.0.0.1:{back_port}"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    said = []
+    for line in front.stderr:
+        said.append(line)
+        if line.startswith("web chat on"):
+            break
+    assert f"answers come from http://127.0.0.1:{back_port}" in "".join(said)
+    open_app(page, f"http://127.0.0.1:{front_port}/")
+    ask(page, "How many vehicles did Mitsubishi sell in Southeast Asia?")
+    assert page.locator("#qa-chat .message-row").last.locator("strong").first.inner_text() == "280,000"
+    assert page.locator("#qa-sources mark.answer").text_content() == SOLD  # passages from the front's own index
+
+    back.terminate()
+    back.wait(timeout=60)
+    reply = httpx.post(
+        f"http://127.0.0.1:{front_port}/v1/answer", json={"question": "Who is Carlos Ghosn?"}, timeout=60
+    )
+    assert reply.status_code == 503 and "cannot be reached" in reply.json()["detail"]

@@ -198,6 +198,7 @@ def build_app(
     watch: bool = False,
     engine: Engine | None = None,
     data: str | os.PathLike[str] | None = None,
+    answers_from: str | None = None,
 ) -> gr.Blocks:
     """The web chat for an index folder (built from ``corpus`` when missing or stale).
 
@@ -207,7 +208,9 @@ def build_app(
     swaps to it without a restart. ``engine``, when given, is a started engine
     (see :func:`start_engine`) and the other arguments but ``examples``, ``k``
     and ``data`` are ignored. ``data`` is the folder of the ratings file
-    (default ``$QA_DATA`` or ``./data``; never the index folder). Serve with
+    (default ``$QA_DATA`` or ``./data``; never the index folder). ``answers_from``
+    is the URL of another server of the JSON API (Ray Serve replicas) that
+    answers; this one then shows the passages from the same index. Serve with
     :func:`launch` (it adds the page's CSS and the JSON API).
     """
     from qa.feedback import FeedbackStore
@@ -218,7 +221,7 @@ def build_app(
         store: FeedbackStore | None = FeedbackStore(data, index=engine.index)
     except QAError as exc:
         raise QAError(str(exc)) from exc
-    service = ChatService(engine, feedback=store)
+    service = ChatService(engine, feedback=store, answers_from=answers_from)
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:
@@ -526,19 +529,31 @@ def launch(
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: replicas.")
 @click.option("--min-replicas", type=click.IntRange(min=1), help="With --ray: autoscale from this many replicas.")
 @click.option("--max-replicas", type=click.IntRange(min=1), help="With --ray: autoscale up to this many replicas.")
+@click.option(
+    "--answers-from", metavar="URL",
+    help="Answer through another server of the JSON API at URL (qa serve --ray's replicas); "
+    "this one serves the chat, and its passages from the same index.",
+)  # fmt: skip
 def serve(
     host: str, port: int, index: Path, corpus: Path, data: Path, watch: bool, ray_address: str | None,
-    replicas: int, min_replicas: int | None, max_replicas: int | None,
+    replicas: int, min_replicas: int | None, max_replicas: int | None, answers_from: str | None,
 ) -> None:  # fmt: skip
     """Open the web chat and its JSON API on http://HOST:PORT, building the index first if missing or stale.
 
     The API: POST /v1/answer, GET /v1/index, POST /v1/feedback; its schema at
     /openapi.json, its docs at /docs. Ratings are kept in DATA/feedback.sqlite.
-    With --ray the JSON API alone is served, by replicas on a Ray cluster (ui/ray_serve.py).
+    With --ray the JSON API alone is served, by replicas on a Ray cluster (ui/ray_serve.py);
+    --answers-from URL puts the web chat in front of them.
     """
     source = click.get_current_context().get_parameter_source("corpus")
     if not corpus.is_dir() and source is not click.core.ParameterSource.DEFAULT:
         raise UserError(f"corpus folder {str(corpus)!r} does not exist or is not a folder")
+    if answers_from is not None and not answers_from.startswith(("http://", "https://")):
+        raise UserError(
+            f"--answers-from takes the URL of a qa serve or Ray Serve API (http://HOST:PORT), not {answers_from!r}"
+        )
+    if ray_address is not None and answers_from is not None:
+        raise UserError("--ray serves the replicas' API; put the chat in front with another qa serve --answers-from")
     if ray_address is not None:
         from ui.ray_serve import serve_on_ray
 
@@ -574,7 +589,10 @@ def serve(
         raise started["error"]
     click.echo("qa serve: index and model loaded", err=True)
     try:
-        demo = build_app(index=index, corpus=corpus if corpus.is_dir() else None, engine=started["engine"], data=data)
+        demo = build_app(
+            index=index, corpus=corpus if corpus.is_dir() else None, engine=started["engine"], data=data,
+            answers_from=answers_from,
+        )  # fmt: skip
     except QAError as exc:
         raise UserError(str(exc)) from exc
     click.echo("qa serve: starting the web server…", err=True)
@@ -583,6 +601,8 @@ def serve(
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc}; pick another with --port or QA_PORT") from exc
     click.echo(f"qa serve: JSON API on http://{host}:{port}/v1, its docs on http://{host}:{port}/docs", err=True)
+    if answers_from is not None:
+        click.echo(f"qa serve: answers come from {answers_from}", err=True)
     click.echo(f"web chat on http://{host}:{port} (Ctrl+C to stop)", err=True)
     demo.block_thread()
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa import Answer, QAError, Source
+from qa import Answer, QAError, QuestionError, Source
 from qa.corpus import source_path
 from qa.feedback import FeedbackStore
 from ui import render
@@ -42,6 +42,35 @@ class BusyError(QAError):
     """Every answering slot stayed taken for the whole wait."""
 
 
+class AnswerServiceError(QAError):
+    """The answer service this chat forwards to (``answers_from``) cannot be reached or failed."""
+
+
+def ask_remote(url: str, question: str, history: Sequence[str] = (), k: int = 3, timeout: float = 120.0) -> Answer:
+    """``POST URL/v1/answer``: the answer of another server of this API (a ``qa serve`` or Ray Serve replicas).
+
+    A 422 is a QuestionError with the server's sentence; anything else that is
+    not an answer is an AnswerServiceError naming the service.
+    """
+    import httpx
+
+    try:
+        reply = httpx.post(f"{url}/v1/answer", json={"question": question, "history": list(history), "k": k},
+                           timeout=timeout)  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise AnswerServiceError(f"the answer service at {url} cannot be reached ({type(exc).__name__})") from exc
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {}
+    if reply.status_code == 200 and isinstance(body, dict) and "sources" in body:
+        return Answer.from_dict(body)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if reply.status_code == 422 and isinstance(detail, str):
+        raise QuestionError(detail)
+    raise AnswerServiceError(f"the answer service at {url} answered HTTP {reply.status_code}: {detail or 'no answer'}")
+
+
 def concurrency() -> int:
     """Questions answered at once by the server: ``$QA_CONCURRENCY``, default 8."""
     raw = os.environ.get("QA_CONCURRENCY", "").strip()
@@ -51,9 +80,18 @@ def concurrency() -> int:
 class ChatService:
     """Answers, passages, page images, ratings and status for one engine; thread-safe."""
 
-    def __init__(self, engine: Engine, *, feedback: FeedbackStore | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        feedback: FeedbackStore | None = None,
+        limit: int | None = None,
+        answers_from: str | None = None,
+    ) -> None:
         self.engine = engine
         self.feedback = feedback
+        # Another server of the JSON API that answers (Ray Serve replicas); the engine then shows passages only.
+        self.answers_from = answers_from.rstrip("/") if answers_from else None
         # One limit for every way in: the page's queue, gradio_client and the JSON API.
         self._slots = threading.BoundedSemaphore(limit or concurrency())
 
@@ -62,6 +100,8 @@ class ChatService:
         if not self._slots.acquire(timeout=wait):
             raise BusyError(f"all {concurrency()} answering slots stayed busy for {wait:g} s; try again shortly")
         try:
+            if self.answers_from is not None:
+                return ask_remote(self.answers_from, question, history, k)
             return self.engine.answer(question, history=history, k=k)
         finally:
             self._slots.release()
