@@ -28,42 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the PDF writer the tests use
+from pdf_writer import pdf_bomb
 
 NEWS = {
     "cars.txt": "Toyota sold ten million cars last year. The Corolla remained its best seller.",
     "space.txt": "The probe reached Jupiter in July. Its cameras sent back images of the storms.",
 }
-
-
-def pdf_bomb(inflated: int) -> bytes:
-    """A one-page PDF whose content stream is a line of text and then ``inflated`` bytes of spaces, Flate-compressed."""
-    z = zlib.compressobj(9)
-    parts = [z.compress(b"BT /F1 12 Tf 72 700 Td (The bomb page says hello.) Tj ET\n")]
-    block = b" " * (1 << 20)
-    parts += [z.compress(block) for _ in range(inflated >> 20)]
-    parts.append(z.flush())
-    data = b"".join(parts)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 def _write(corpus: Path, name: bytes, content: bytes) -> None:

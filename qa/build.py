@@ -83,11 +83,6 @@ _hashes_lock = threading.Lock()
 _HASHES_KEPT = 200_000  # raised to twice the largest recorded corpus (see _recall)
 
 
-def file_hash(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, remembered while its size, mtime, ctime and inode stay the same."""
-    return _hash_and_stat(path)[0]
-
-
 def _hash_and_stat(path: str | os.PathLike[str], st: os.stat_result | None = None) -> tuple[str, list[int] | None]:
     """(sha256, [size, mtime_ns, ctime_ns, inode]); the stat is None for a file changed in the last seconds.
 

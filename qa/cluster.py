@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 
 from qa.build import SplitFile, build_index, split_file
 from qa.embed import default_model, get_encoder
-from qa.progress import eta
+from qa.progress import EmbeddedLog
 from qa.readers.sandbox import ReaderSandbox
 from qa.types import Manifest, QAError
 
@@ -164,7 +163,6 @@ class RaySteps:
         self.retries = retries
         self.files_per_task = files_per_task
         self.texts_per_batch = texts_per_batch
-        self.used_actors = 0  # the pool size of the last embedding, for the build report
 
     def pool_size(self) -> int:
         """The embedding actors to start: as asked, else one per ``cpus_per_actor`` CPUs of the cluster."""
@@ -214,7 +212,6 @@ class RaySteps:
         items = [{"row": int(i), "text": texts[i]} for i in order]
         blocks = -(-len(texts) // self.texts_per_batch)
         actors = min(self.pool_size(), blocks)
-        self.used_actors = actors
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
@@ -236,22 +233,19 @@ class RaySteps:
                 max_task_retries=self.retries,
             )
         log.info("embedding %d texts on %d Ray actors", len(texts), actors)
-        started, done, logged = time.perf_counter(), 0, 0
-        step = max(1, len(texts) // 20)
+        logged = EmbeddedLog(log, len(texts))
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 out[batch["row"]] = batch["vector"]
-                done += len(batch["row"])
                 if on_progress is not None:
                     on_progress(len(batch["row"]))
-                if done // step > logged:
-                    logged = done // step
-                    left = eta(started, done, len(texts))
-                    log.info("embedded %d of %d texts%s", done, len(texts), f", {left}" if left else "")
+                logged.add(len(batch["row"]))
         except ray.exceptions.RayError as exc:
             raise _failed("embedding", exc) from exc
-        if done != len(texts):
-            raise ClusterError(f"the Ray build embedded {done} of {len(texts)} texts; the previous index stays live")
+        if logged.done != len(texts):
+            raise ClusterError(
+                f"the Ray build embedded {logged.done} of {len(texts)} texts; the previous index stays live"
+            )
         return out
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.progress import eta
+from qa.progress import EmbeddedLog
 from qa.types import QAError
 
 log = logging.getLogger(__name__)
@@ -261,21 +260,15 @@ class OnnxEncoder:
             return session.run(None, self.inputs([texts[r] for r in rows]))[0]
 
         # Texts run shortest first, so the time left goes by tokens, not texts.
-        total_tokens, started = float(sum(lengths)), time.perf_counter()
-        texts_done, tokens_done, lines_logged = 0, 0.0, 0
-        step = max(1, len(texts) // 20)
+        logged = EmbeddedLog(log, len(texts), total_work=float(sum(lengths))) if progress else None
         pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches))), thread_name_prefix="qa-batch")
         try:
             for rows, vectors in zip(batches, pool.map(run, batches), strict=True):  # in order, as each is done
                 out[rows] = vectors
-                texts_done += len(rows)
                 if on_progress is not None:
                     on_progress(len(rows))
-                tokens_done += float(sum(lengths[r] for r in rows))
-                if progress and texts_done // step > lines_logged:
-                    lines_logged = texts_done // step
-                    left = eta(started, tokens_done, total_tokens)
-                    log.info("embedded %d of %d texts%s", texts_done, len(texts), f", {left}" if left else "")
+                if logged is not None:
+                    logged.add(len(rows), float(sum(lengths[r] for r in rows)))
         finally:  # an error or Ctrl-C: batches not started are dropped
             pool.shutdown(wait=True, cancel_futures=True)
         return out

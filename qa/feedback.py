@@ -192,12 +192,19 @@ class FeedbackStore:
 
     def stats(self) -> list[dict[str, Any]]:
         """Counts by day (UTC) and answer state: ``[{"day", "state", "up", "down"}]``, oldest day first."""
-        counts: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in self.ratings():
-            row = counts.setdefault((r.rated_at[:10], r.state), {"day": r.rated_at[:10], "state": r.state,
-                                                                  "up": 0, "down": 0})  # fmt: skip
-            row["up" if r.rating > 0 else "down"] += 1
-        return [counts[key] for key in sorted(counts)]
+        if not self.path.exists():
+            return []
+        conn = self._connect(create=False)
+        try:  # counted by SQLite: no answer is read or decoded
+            rows = conn.execute(
+                "SELECT substr(rated_at, 1, 10), state, sum(rating > 0), sum(rating <= 0) FROM ratings "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise FeedbackError(f"cannot read {str(self.path)!r}: {exc}") from exc
+        finally:
+            conn.close()
+        return [{"day": day, "state": state, "up": up, "down": down} for day, state, up, down in rows]
 
     def export_cases(self, since: date | None = None) -> Iterator[dict[str, Any]]:
         """The ratings as ``qa eval`` cases (see the module's docstring)."""

@@ -26,6 +26,30 @@ def eta(started: float, done: float, total: float) -> str:
     return f"about {hours} h {minutes} min left"
 
 
+class EmbeddedLog:
+    """Logs "embedded N of TOTAL texts, about … left" each time another twentieth of ``total`` texts is done.
+
+    The time left is reckoned by ``work`` (tokens, say) when the caller gives it, else by texts.
+    """
+
+    def __init__(self, log: Any, total: int, total_work: float | None = None) -> None:
+        self.log, self.total, self.total_work = log, total, total_work
+        self.step = max(1, total // 20)
+        self.done, self.work, self.logged = 0, 0.0, 0
+        self.started = time.perf_counter()
+
+    def add(self, texts: int, work: float = 0.0) -> None:
+        self.done += texts
+        self.work += work
+        if self.done // self.step > self.logged:
+            self.logged = self.done // self.step
+            if self.total_work is None:
+                left = eta(self.started, self.done, self.total)
+            else:
+                left = eta(self.started, self.work, self.total_work)
+            self.log.info("embedded %d of %d texts%s", self.done, self.total, f", {left}" if left else "")
+
+
 # Progress bars are drawn only when the command line asks for them (a terminal, no --quiet, no -v):
 # the library never draws on its own in someone else's program or log.
 _bars = False

@@ -7,6 +7,7 @@ committing binaries.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
@@ -85,6 +86,12 @@ def make_pdf(
         encrypt = add(
             b"<< /Filter /Standard /V 1 /R 2 /Length 40 /P -4 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> >>"
         )
+    extra = f" /Encrypt {encrypt} 0 R /ID [<{'ab' * 16}> <{'ab' * 16}>]" if encrypted else ""
+    return serialize(objects, root=catalog, trailer=extra)
+
+
+def serialize(objects: list[bytes], *, root: int = 1, trailer: str = "") -> bytes:
+    """A PDF file of ``objects`` (numbered from 1), with its cross-reference table and trailer."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for i, body in enumerate(objects, 1):
@@ -93,11 +100,35 @@ def make_pdf(
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    trailer = f"trailer\n<< /Size {len(objects) + 1} /Root {catalog} 0 R"
-    if encrypted:
-        trailer += f" /Encrypt {encrypt} 0 R /ID [<{'ab' * 16}> <{'ab' * 16}>]"
-    out += (trailer + f" >>\nstartxref\n{xref}\n%%EOF\n").encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root {root} 0 R{trailer} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+def pdf_with_content(content: bytes) -> bytes:
+    """A one-page PDF whose content stream is ``content``, Flate-compressed."""
+    return pdf_with_stream(zlib.compress(content, 9))
+
+
+def pdf_with_stream(data: bytes) -> bytes:
+    """A one-page PDF whose content stream is ``data``, already Flate-compressed."""
+    return serialize([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ])  # fmt: skip
+
+
+def pdf_bomb(inflated: int) -> bytes:
+    """A small PDF whose one content stream inflates to ``inflated`` bytes: a line of text, then spaces."""
+    z = zlib.compressobj(9)
+    parts = [z.compress(b"BT /F1 12 Tf 72 700 Td (The bomb page says hello.) Tj ET\n")]
+    block = b" " * (1 << 20)
+    parts += [z.compress(block) for _ in range(inflated >> 20)]
+    parts.append(z.flush())
+    return pdf_with_stream(b"".join(parts))
 
 
 def column_page(columns: list[list[str]], *, head: str = "", foot: str = "", x0: float = 50, gutter: float = 20,

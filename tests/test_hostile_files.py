@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from qa import Engine, build_index, index_status
 from qa.corpus import doc_id_for, path_for, source_path
 from qa.readers import read_bytes
 from qa.readers.html import MAX_DEPTH
+
+from .pdf_writer import pdf_bomb, pdf_with_content
 
 NEWS = {
     "cars.txt": "Toyota sold ten million cars last year. The Corolla remained its best seller.",
@@ -46,42 +47,6 @@ def qa_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 def write_named(folder: Path, name: bytes, text: str) -> None:
     with open(os.path.join(os.fsencode(folder), name), "wb") as f:
         f.write(text.encode("utf-8"))
-
-
-def pdf_with_content(content: bytes) -> bytes:
-    """A one-page PDF whose content stream is ``content``, Flate-compressed."""
-    return pdf_with_stream(zlib.compress(content, 9))
-
-
-def pdf_with_stream(data: bytes) -> bytes:
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def pdf_bomb(inflated: int) -> bytes:
-    """A small PDF whose one content stream inflates to ``inflated`` bytes: a line of text, then spaces."""
-    z = zlib.compressobj(9)
-    parts = [z.compress(b"BT /F1 12 Tf 72 700 Td (The bomb page says hello.) Tj ET\n")]
-    block = b" " * (1 << 20)
-    parts += [z.compress(block) for _ in range(inflated >> 20)]
-    parts.append(z.flush())
-    return pdf_with_stream(b"".join(parts))
 
 
 # --- 1. file names that are not UTF-8 ------------------------------------------------------

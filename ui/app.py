@@ -217,11 +217,7 @@ def build_app(
 
     gr = _gradio()
     engine = engine if engine is not None else start_engine(index, corpus, watch=watch)
-    try:
-        store: FeedbackStore | None = FeedbackStore(data, index=engine.index)
-    except QAError as exc:
-        raise QAError(str(exc)) from exc
-    service = ChatService(engine, feedback=store, answers_from=answers_from)
+    service = ChatService(engine, feedback=FeedbackStore(data, index=engine.index), answers_from=answers_from)
     example_questions = list(examples) if examples is not None else service.examples()
 
     def ask_or_explain(question: str, history: Sequence[str], k: int) -> Answer:

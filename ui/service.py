@@ -111,18 +111,17 @@ class ChatService:
 
     def rate(self, answer: Answer, rating: int, history: Sequence[str] = (), comment: str | None = None) -> int:
         """Store a rating of ``answer`` (1 or -1); returns its id. FeedbackError when there is nowhere to keep it."""
-        from qa.feedback import FeedbackError
-
-        if self.feedback is None:
-            raise FeedbackError("this server keeps no ratings (it was started without a data folder)")
-        return self.feedback.record(answer, rating=rating, history=history, comment=comment)
+        return self._ratings().record(answer, rating=rating, history=history, comment=comment)
 
     def comment(self, rating_id: int, comment: str) -> None:
+        self._ratings().add_comment(rating_id, comment)
+
+    def _ratings(self) -> FeedbackStore:
         from qa.feedback import FeedbackError
 
         if self.feedback is None:
             raise FeedbackError("this server keeps no ratings (it was started without a data folder)")
-        self.feedback.add_comment(rating_id, comment)
+        return self.feedback
 
     def page_image(self, source: Source) -> str | None:
         """The source's PDF page with its sentence boxed, as a data: URI; None when the file changed or is gone."""

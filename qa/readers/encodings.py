@@ -7,7 +7,7 @@ label the standard knows (an unknown label is ignored, as browsers ignore
 it); else UTF-8 when the bytes are valid UTF-8, and windows-1252 otherwise.
 
 >>> sniff_html("<meta charset=latin1>Café".encode("cp1252"))
-('windows-1252', 'meta')
+'windows-1252'
 """
 
 from __future__ import annotations
@@ -108,19 +108,19 @@ def _prescan(head: bytes) -> str | None:
     return None
 
 
-def sniff_html(raw: bytes) -> tuple[str, str]:
-    """``(encoding name, how it was found)``: "bom", "meta" or "default"."""
+def sniff_html(raw: bytes) -> str:
+    """The encoding name: a byte-order mark's, else the first known ``<meta>`` label's, else a default."""
     for bom, name in _BOMS:
         if raw.startswith(bom):
-            return name, "bom"
+            return name
     declared = _prescan(raw[:1024])
     if declared is not None:
-        return declared, "meta"
+        return declared
     try:
         raw.decode("utf-8")
-        return "UTF-8", "default"
+        return "UTF-8"
     except UnicodeDecodeError:
-        return "windows-1252", "default"
+        return "windows-1252"
 
 
 def decode_as(raw: bytes, name: str) -> str:

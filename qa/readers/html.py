@@ -56,7 +56,7 @@ _RAW_END = {tag: re.compile(rf"</{tag}[\s/>]", re.IGNORECASE) for tag in _RAW_TE
 
 
 def _decode(name: str, raw: bytes) -> tuple[str, str]:
-    encoding, _ = sniff_html(raw)
+    encoding = sniff_html(raw)
     return check_text(decode_as(raw, encoding), name, "an HTML file"), encoding.lower()
 
 
@@ -153,7 +153,7 @@ def read(name: str, raw: bytes) -> Extracted:
         current.clear()
 
     # Depth first, with a stack of iterators (no recursion: a deep page is not a RecursionError).
-    # A block element ends the block before it and after it (the None marker).
+    # A block element ends the block before it and after it (the _BLOCK_END marker).
     stack = [iter(main.iter(include_text=True))]
     while stack:
         child = next(stack[-1], None)
