@@ -4,7 +4,11 @@ Each node is one ``ray start`` with one CPU and no dashboard, in a temporary
 folder of its own. Ray on Linux rewrites ``127.0.0.1`` (and ``localhost``) as
 a ``--node-ip-address`` or ``--address`` into the machine's network address,
 so the nodes take other loopback addresses, which it keeps: the head
-127.0.0.2, the second node 127.0.0.3.
+127.0.0.2, the second node 127.0.0.3. Ray 2.60 binds its gRPC servers
+(raylets, GCS, dashboard agents) to loopback only for 127.0.0.1, so these
+also listen on the machine's other interfaces; keeping 127.0.0.1
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) makes ``ray start`` refuse a second
+node. Clients, the driver and the tests only ever connect on loopback.
 
 ``ray stop`` would end every Ray process on the machine, another test run's
 cluster included, so :meth:`RayCluster.stop` ends only this cluster's
@@ -66,14 +70,18 @@ class RayCluster:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
     def start(self, nodes: int = 2) -> RayCluster:
-        """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2)."""
-        self._ray_start(
-            "--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
-            "--include-dashboard=false", "--temp-dir", str(self.folder),
-            "--ray-client-server-port", str(_free_port(HEAD_IP)),  # not 10001: another run's cluster may hold it
-        )  # fmt: skip
-        if nodes > 1:
-            self.add_node()
+        """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2); a node that fails to start stops the rest."""
+        try:
+            self._ray_start(
+                "--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
+                "--include-dashboard=false", "--temp-dir", str(self.folder),
+                "--ray-client-server-port", str(_free_port(HEAD_IP)),  # not 10001: another run's cluster may hold it
+            )  # fmt: skip
+            if nodes > 1:
+                self.add_node()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def add_node(self) -> None:
