@@ -386,6 +386,11 @@ ONE_ARTICLE = click.option(
     "--one-article", is_flag=True,
     help="--squad with --verifier: also ask each article as a corpus of its own; the calibrator is fit on both sizes.",
 )  # fmt: skip
+ABSTAIN_QUANTILE = click.option(
+    "--abstain-quantile", type=click.FloatRange(0.0, 0.5, max_open=True), default=None, metavar="SHARE",
+    help="--squad: the threshold is fit to put this share of held-out answerable questions under it "
+    "(default qa.train.ABSTAIN_QUANTILE, 0.025).",
+)  # fmt: skip
 CORPUS_FROM = click.option(
     "--corpus-from", type=click.Path(path_type=Path),
     help="--squad: another SQuAD file whose articles are the corpus (e.g. v2.0 questions against v1.1 articles).",
@@ -404,13 +409,14 @@ CORPUS_FROM = click.option(
 @ONE_ARTICLE
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
+@ABSTAIN_QUANTILE
 @click.option("--work", type=click.Path(path_type=Path), help="Keep the BEIR or SQuAD index here between runs.")
 @INDEX
 @JSON
 def eval_(
     questions: Path | None, beir: Path | None, squad: Path | None, folds: int, chats: bool, verifier: Path | None,
     corpus_from: Path | None, one_article: bool, calibration: tuple[str, ...] | None, verify_margin: float | None,
-    work: Path | None, index: Path, as_json: bool,
+    abstain_quantile: float | None, work: Path | None, index: Path, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure answers on a QUESTIONS.jsonl file, SQuAD data (--squad FILE) or a BEIR data set (--beir DIR).
 
@@ -425,7 +431,7 @@ def eval_(
     if squad is not None:
         result = _run(evaluation.evaluate_squad, squad, folds=folds, work=work, chats=chats, verifier=verifier,
                       calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from,
-                      one_article=one_article)  # fmt: skip
+                      one_article=one_article, abstain_quantile=abstain_quantile)  # fmt: skip
         if as_json:
             _echo_json(result)
         else:
@@ -514,14 +520,18 @@ def _print_squad(r: dict[str, Any]) -> None:
 @ONE_ARTICLE
 @CALIBRATION
 @VERIFY_MARGIN_OPTION
+@ABSTAIN_QUANTILE
 @click.option("--limit-articles", type=click.IntRange(1), help="Only the first N articles (quick runs).")
 @click.option("--limit-questions", type=click.IntRange(1), help="Only the first N questions of each article.")
 def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path | None, corpus_from: Path | None,
            one_article: bool, calibration: tuple[str, ...] | None, verify_margin: float | None,
-           limit_articles: int | None, limit_questions: int | None) -> None:  # fmt: skip
+           abstain_quantile: float | None, limit_articles: int | None,
+           limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
+    from qa.train import ABSTAIN_QUANTILE as DEFAULT_QUANTILE
     from qa.train import train
 
+    quantile = DEFAULT_QUANTILE if abstain_quantile is None else abstain_quantile
     # The command as it could be typed again (global options such as -v say nothing about the fit).
     parts = [f"--squad {squad}", f"--folds {folds}"]
     parts += [f"--work {work}"] if work is not None else []
@@ -532,13 +542,14 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     parts += (
         [f"--verify-margin {'all' if verify_margin is None else f'{verify_margin:g}'}"] if verifier is not None else []
     )
+    parts += [f"--abstain-quantile {abstain_quantile:g}"] if abstain_quantile is not None else []
     parts += [f"--limit-articles {limit_articles}"] if limit_articles else []
     parts += [f"--limit-questions {limit_questions}"] if limit_questions else []
     command = "qa train " + " ".join([*parts, f"--out {out}"])
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
                         calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from,
-                        one_article=one_article)  # fmt: skip
+                        one_article=one_article, abstain_quantile=quantile)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

@@ -451,6 +451,7 @@ def cross_validate(
     inputs: Sequence[str],
     verify_margin: float | None = VERIFY_MARGIN,
     extra: Sequence[Any] = (),
+    abstain_quantile: float | None = None,
 ) -> tuple[HeldOut, HeldOut, dict[int, Any]]:
     """Fold by fold: ranker and calibrator fit on the other folds' articles (``qa.train.fit_full``), scored on this one.
 
@@ -470,7 +471,8 @@ def cross_validate(
             continue
         inner = {a: f for a, f in fold_of.items() if f != k and a in articles}
         train_extra = [e for e in extra if fold_of[e.question.article] != k]
-        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin, train_extra)
+        quantile = tr.ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile
+        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin, train_extra, quantile)
         rankers[k] = ranker
         main.add(ranker, tr.score_examples(ranker, test, ranker.calibration))
         test_extra = [e for e in extra if fold_of[e.question.article] == k]
@@ -586,6 +588,7 @@ def evaluate_squad(
     verify_margin: float | None = VERIFY_MARGIN,
     corpus_from: str | os.PathLike[str] | None = None,
     one_article: bool = False,
+    abstain_quantile: float | None = None,
 ) -> dict[str, Any]:
     """Cross-validated answer quality on SQuAD-format data, all articles indexed as one corpus.
 
@@ -628,7 +631,7 @@ def evaluate_squad(
     if one_article and verifier is not None:
         extra = tr.collect_small(data, questions, examples, work=tr._work(work), verifier=verifier, folds=folds,
                                  verify_margin=verify_margin)  # fmt: skip
-    main, other, rankers = cross_validate(examples, fold_of, inputs, verify_margin, extra)
+    main, other, rankers = cross_validate(examples, fold_of, inputs, verify_margin, extra, abstain_quantile)
     if main.held:
         learned = calibrated_summary(main)
         learned["fold_thresholds"] = [round(r.threshold, 4) for r in rankers.values()]

@@ -46,6 +46,24 @@ def test_train_command_runs_end_to_end_on_a_tiny_slice(tmp_path: Path) -> None:
     assert a.sources[0].text == "The mayor is Ellen Sand." and 0 <= a.confidence <= 1
 
 
+def test_a_larger_abstain_quantile_raises_the_threshold_and_is_recorded(tmp_path: Path) -> None:
+    squad = write_tiny_squad(tmp_path)
+    thresholds = {}
+    for quantile in (None, "0.3"):
+        out = tmp_path / f"ranker-{quantile}.json"
+        args = ["train", "--squad", str(squad), "--work", str(tmp_path / "work"), "--folds", "3", "--out", str(out),
+                "--limit-articles", "3", "--limit-questions", "6"]  # fmt: skip
+        result = CliRunner().invoke(main, args + (["--abstain-quantile", quantile] if quantile else []))
+        assert result.exit_code == 0, result.output
+        meta = json.loads(out.read_text(encoding="utf-8"))["meta"]
+        assert meta["abstain_quantile"] == float(quantile or 0.025)
+        assert ("--abstain-quantile 0.3" in meta["command"]) == (quantile is not None)
+        thresholds[quantile] = load_ranker(out).threshold
+    assert thresholds["0.3"] > thresholds[None]
+    bad = CliRunner().invoke(main, ["train", "--squad", str(squad), "--abstain-quantile", "0.7"])
+    assert bad.exit_code == 2 and "0.7" in bad.output
+
+
 def test_training_with_the_reader_calibrates_on_one_article_corpora_too(tmp_path: Path) -> None:
     from qa.reader import DEFAULT_READER
 
