@@ -38,6 +38,9 @@ VERIFY_TOP = 5
 # far behind almost never wins (SQuAD, 5 folds: top-1 by ranking unchanged), and an answerable
 # question's verifier then reads 2 or 3 candidates, not 5 (docs/benchmarks.md, "Latency").
 VERIFY_MARGIN = 4.0
+# Below this best cosine a question's topic is rarely in the corpus (0.8% of SQuAD's answerable
+# questions): "topic_gap" lets a calibrator fall steeply there (docs/benchmarks.md, "Tried and not shipped").
+TOPIC_COSINE = 0.4
 
 FEATURES: tuple[str, ...] = (
     "dense",  # cosine, sentence alone
@@ -231,6 +234,7 @@ CALIBRATION_INPUTS = (
     "overlap",  # share of the question's words in it
     "passage_overlap",  # ... in its passage
     "best_cosine",  # best sentence cosine among all candidates: is the topic in the corpus
+    "topic_gap",  # how far best_cosine falls below TOPIC_COSINE (0 above it): off-topic, steeply
     "best_bm25",  # best scaled BM25 among all candidates
     "has_type",  # the question asks for a typed answer
     "typed",  # the best candidate holds one
@@ -249,7 +253,8 @@ def calibration_inputs(
 ) -> np.ndarray:
     """The calibrator's inputs (``names``, from :data:`CALIBRATION_INPUTS`) for candidates scored ``scores``."""
     if len(scores) == 0:
-        empty = {"top": -10.0, "verifier_top": -10.0, "verifier_max": -10.0, "verifier_margin": 5.0}
+        empty = {"top": -10.0, "verifier_top": -10.0, "verifier_max": -10.0, "verifier_margin": 5.0,
+                 "topic_gap": TOPIC_COSINE}  # fmt: skip
         return np.array([empty.get(n, 0.0) for n in names])
     best = int(np.argmax(scores))
     top = float(scores[best])
@@ -270,6 +275,7 @@ def calibration_inputs(
         "verifier_max": float(logits[0]) if len(logits) else -10.0,
         "verifier_margin": float(logits[0] - logits[1]) if len(logits) > 1 else 5.0,
         "best_cosine": float(x[:, 0].max()),
+        "topic_gap": max(0.0, TOPIC_COSINE - float(x[:, 0].max())),
         "best_bm25": float(x[:, 4].max()),
     }
     return np.array([values[n] if n in values else feature(n) for n in names])

@@ -262,3 +262,16 @@ def test_a_verifier_retrained_into_the_same_file_is_scored_again(tmp_path: Path)
     assert done.returncode == 0, done.stderr[-2000:]
     after = train(tmp_path / "r2.json")
     assert not np.allclose(before, after)
+
+
+def test_the_topic_gap_is_how_far_the_best_cosine_falls_below_the_topic_cosine() -> None:
+    from qa.rank import TOPIC_COSINE, calibration_inputs
+
+    names = ("best_cosine", "topic_gap")
+    x = np.zeros((3, len(FEATURES)), dtype=np.float32)
+    x[:, FEATURES.index("dense")] = [0.10, 0.25, 0.20]
+    best, gap = calibration_inputs(np.array([1.0, 0.0, -1.0]), x, names)
+    assert best == pytest.approx(0.25) and gap == pytest.approx(TOPIC_COSINE - 0.25)
+    x[1, FEATURES.index("dense")] = 0.9  # the topic is in the corpus: no gap
+    assert calibration_inputs(np.array([1.0, 0.0, -1.0]), x, names)[1] == 0.0
+    assert calibration_inputs(np.zeros(0), x[:0], names)[1] == TOPIC_COSINE  # no candidate at all
