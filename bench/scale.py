@@ -216,7 +216,7 @@ def query_run(index: Path, n_questions: int, n_ranked: int) -> None:
             t0 = time.perf_counter()
             engine.answer(q)
             ranked_ms.append((time.perf_counter() - t0) * 1000)
-        print(f"answer, shipped ranker + verifier, {n_ranked} questions: {pct(ranked_ms)}", flush=True)
+        print(f"answer, shipped ranker + reader, {n_ranked} questions: {pct(ranked_ms)}", flush=True)
     print(f"RSS after {len(qs)}+{n_ranked} questions: {rss_mb():.0f} MB ({rss_parts()})", flush=True)
 
     # Dense first stage alone: the index as built against exact search over the same vectors.
