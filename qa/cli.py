@@ -528,10 +528,8 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
            abstain_quantile: float | None, limit_articles: int | None,
            limit_questions: int | None) -> None:  # fmt: skip
     """Fit the ranker, its calibrator and the abstention threshold on SQuAD data; write the JSON."""
-    from qa.train import ABSTAIN_QUANTILE as DEFAULT_QUANTILE
     from qa.train import train
 
-    quantile = DEFAULT_QUANTILE if abstain_quantile is None else abstain_quantile
     # The command as it could be typed again (global options such as -v say nothing about the fit).
     parts = [f"--squad {squad}", f"--folds {folds}"]
     parts += [f"--work {work}"] if work is not None else []
@@ -549,7 +547,7 @@ def train_(squad: Path, folds: int, work: Path | None, out: Path, verifier: Path
     ranker, meta = _run(train, squad, folds=folds, work=work, out=out, limit_articles=limit_articles,
                         limit_questions=limit_questions, command=command, verifier=verifier,
                         calibration=calibration, verify_margin=verify_margin, corpus_from=corpus_from,
-                        one_article=one_article, abstain_quantile=quantile)  # fmt: skip
+                        one_article=one_article, abstain_quantile=abstain_quantile)  # fmt: skip
     click.echo(f"{out}: {meta['questions']} questions from {meta['articles']} articles, "
                f"threshold {ranker.threshold:.4f}")  # fmt: skip
 

@@ -471,8 +471,7 @@ def cross_validate(
             continue
         inner = {a: f for a, f in fold_of.items() if f != k and a in articles}
         train_extra = [e for e in extra if fold_of[e.question.article] != k]
-        quantile = tr.ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile
-        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin, train_extra, quantile)
+        ranker, _ = tr.fit_full(train_ex, inner, inputs, verify_margin, train_extra, abstain_quantile)
         rankers[k] = ranker
         main.add(ranker, tr.score_examples(ranker, test, ranker.calibration))
         test_extra = [e for e in extra if fold_of[e.question.article] == k]

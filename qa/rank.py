@@ -262,6 +262,7 @@ def calibration_inputs(
     v = FEATURES.index("verifier")
     read = x[:, v + 1] > 0
     logits = np.sort(x[read, v])[::-1]
+    best_cosine = float(x[:, 0].max())
 
     def feature(name: str) -> float:
         return float(x[best, FEATURES.index(name)])
@@ -274,8 +275,8 @@ def calibration_inputs(
         "verifier_top": float(x[best, v]) if read[best] else -10.0,
         "verifier_max": float(logits[0]) if len(logits) else -10.0,
         "verifier_margin": float(logits[0] - logits[1]) if len(logits) > 1 else 5.0,
-        "best_cosine": float(x[:, 0].max()),
-        "topic_gap": max(0.0, TOPIC_COSINE - float(x[:, 0].max())),
+        "best_cosine": best_cosine,
+        "topic_gap": max(0.0, TOPIC_COSINE - best_cosine),
         "best_bm25": float(x[:, 4].max()),
     }
     return np.array([values[n] if n in values else feature(n) for n in names])

@@ -245,12 +245,13 @@ def fit_full(
     calibration: Sequence[str] = DEFAULT_CALIBRATION_INPUTS,
     verify_margin: float | None = VERIFY_MARGIN,
     extra: Sequence[Example] = (),
-    abstain_quantile: float = ABSTAIN_QUANTILE,
+    abstain_quantile: float | None = None,
 ) -> tuple[Ranker, list[Scored]]:
     """Ranker on all ``examples``; calibrator and threshold on held-out (cross-fitted) scores.
 
     ``verify_margin``: recorded for answering, as the examples were verified (:func:`collect_cached`).
-    ``abstain_quantile``: the share of held-out answerable questions the threshold is fit to put under it.
+    ``abstain_quantile``: the share of held-out answerable questions the threshold is fit to put under it
+    (None: :data:`ABSTAIN_QUANTILE`).
     ``extra``: examples from other corpora (:func:`collect_small`) that the calibrator and threshold are
     fit on too, scored by the same held-out rankers; the ranker learns from ``examples`` only.
 
@@ -272,7 +273,8 @@ def fit_full(
     platt = dataclasses.replace(ranker, calibrator=calibrator, threshold=0.0, calibration=tuple(calibration))
     conf = np.array([platt.probability(h.inputs) for h in held])
     answerable = np.array([h.example.condition == "answerable" for h in held])
-    threshold = float(np.quantile(conf[answerable], abstain_quantile)) if answerable.any() else 0.5
+    quantile = ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile
+    threshold = float(np.quantile(conf[answerable], quantile)) if answerable.any() else 0.5
     pre_weights, pre_bias = fit_pre(examples) if ranker.uses_verifier else (None, 0.0)
     ranker = dataclasses.replace(
         ranker,
@@ -300,7 +302,7 @@ def train(
     verify_margin: float | None = VERIFY_MARGIN,
     corpus_from: str | os.PathLike[str] | None = None,
     one_article: bool = False,
-    abstain_quantile: float = ABSTAIN_QUANTILE,
+    abstain_quantile: float | None = None,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Fit ranker + calibrator + threshold on a SQuAD file and write the JSON (if ``out``).
 
@@ -329,7 +331,7 @@ def train(
         "command": command or "qa train " + " ".join(sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "calibration_examples": len(held),
-        "abstain_quantile": abstain_quantile,
+        "abstain_quantile": ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile,
         "calibration_corpora": "all articles as one corpus" + (", and each article alone" if one_article else ""),
         "verifier": Path(verifier).name if verifier is not None else None,
     }
