@@ -61,6 +61,14 @@ def bm25_texts(sentences: list[Sentence]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class SourceScan:
+    """One walk of a corpus: each readable file's id, path, sha256 and stat, and the files skipped with why."""
+
+    files: list[tuple[str, str, str, list[int] | None]]  # (doc id, path, sha256, stat; None: changed just now)
+    skipped: dict[str, str]  # doc id -> reason
+
+
+@dataclass(frozen=True)
 class Status:
     """How an index compares with its corpus."""
 
@@ -70,6 +78,8 @@ class Status:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
+    # The corpus as this comparison walked and hashed it, for the build that follows (None: not walked).
+    scan: SourceScan | None = field(default=None, repr=False, compare=False)
 
     @property
     def fresh(self) -> bool:
@@ -129,15 +139,19 @@ def _recall(corpus: Path, manifest: Manifest) -> None:
     )
 
 
-def scan_sources(corpus: Path) -> dict[str, str]:
-    """Document id -> sha256 of the file's bytes, for every corpus file we can read."""
-    sources = {}
-    for doc_id, path, st in walk_corpus(corpus).files:
+def scan_corpus(corpus: Path) -> SourceScan:
+    """Walk the corpus and hash each file (a file whose stat is unchanged is not read again)."""
+    walk = walk_corpus(corpus)  # a file it skips (a pipe, too big, a link loop) is never opened
+    files, skipped = [], dict(walk.skipped)
+    for doc_id, path, st in walk.files:
         try:
-            sources[doc_id] = _hash_and_stat(path, st)[0]
+            sha, stat = _hash_and_stat(path, st)
         except OSError as exc:
             log.warning("skipping %s: %s", doc_id, exc.strerror)
-    return sources
+            skipped[doc_id] = exc.strerror or str(exc)
+            continue
+        files.append((doc_id, path, sha, stat))
+    return SourceScan(files, skipped)
 
 
 def index_status(
@@ -178,15 +192,16 @@ def index_status(
     if manifest.settings != settings():
         return Status("stale", "built with other splitter or embedding settings", manifest=manifest)
     _recall(Path(corpus), manifest)
-    current = scan_sources(Path(corpus))
+    scan = scan_corpus(Path(corpus))
+    current = {doc_id: sha for doc_id, _, sha, _ in scan.files}
     old = manifest.sources
     added = sorted(set(current) - set(old))
     removed = sorted(set(old) - set(current))
     changed = sorted(d for d in set(current) & set(old) if current[d] != old[d])
     if added or removed or changed:
         parts = [f"{len(x)} {name}" for x, name in ((added, "added"), (changed, "changed"), (removed, "removed")) if x]
-        return Status("stale", "sources differ: " + ", ".join(parts), added, changed, removed, manifest)
-    return Status("fresh", "", manifest=manifest)
+        return Status("stale", "sources differ: " + ", ".join(parts), added, changed, removed, manifest, scan)
+    return Status("fresh", "", manifest=manifest, scan=scan)
 
 
 def _collapse(text: str) -> str:
@@ -489,7 +504,8 @@ def _build(
     sandbox = ReaderSandbox()  # files are read in a worker process, each under a memory and a time budget
     try:
         steps = steps or _LocalSteps(encoder, sandbox.read)
-        return _build_with(corpus, index, model, old, old_keys, encoder, early, started, steps)
+        scan = status.scan or scan_corpus(corpus)  # walked already unless the index could not be compared
+        return _build_with(scan, corpus, index, model, old, old_keys, encoder, early, started, steps)
     finally:
         early.close()
         sandbox.close()
@@ -509,6 +525,7 @@ class _Split:
 
 
 def _build_with(
+    scan: SourceScan,
     corpus: Path,
     index: Path,
     model: str,
@@ -520,7 +537,7 @@ def _build_with(
     steps: BuildSteps,
 ) -> Manifest:
     """Read (or reuse) every file, embed what is new, write the version: the three steps of a build."""
-    split = _read_and_split(corpus, old, encoder, early, steps)
+    split = _read_and_split(scan, old, encoder, early, steps)
     if not split.documents:
         raise CorpusError(f"corpus folder {str(corpus)!r} holds no readable documents (.txt, .md, .pdf, .html, .docx)")
     old_rows = old_keys.rows(np.array(split.keys, dtype="S32"))
@@ -531,7 +548,7 @@ def _build_with(
 
 
 def _read_and_split(
-    corpus: Path,
+    scan: SourceScan,
     old: store.IndexData | store.StoredVectors | None,
     encoder: Encoder,
     early: _EarlyEmbedder,
@@ -561,26 +578,17 @@ def _read_and_split(
     report.update({"added": 0, "changed": 0, "renamed": 0, "removed": 0, "unchanged": 0, "skipped": []})
     reasons: dict[str, str] = {}  # doc id -> why it was skipped, for the build report
     split_started = time.perf_counter()
-    walk = walk_corpus(corpus)  # a file it skips (a pipe, too big, a link loop) is never opened
-    files = walk.files
-    report["skipped"].extend(walk.skipped)
-    reasons.update(walk.skipped)
+    report["skipped"].extend(scan.skipped)
+    reasons.update(scan.skipped)
     plan: list[tuple[str, str | None]] = []  # (doc id, the old document whose split it reuses, or None: read it)
-    for doc_id, path, st in files:
-        try:
-            sha, stat = _hash_and_stat(path, st)  # index_status just hashed it: usually remembered
-        except OSError as exc:
-            log.warning("skipping %s: %s", doc_id, exc.strerror)
-            report["skipped"].append(doc_id)
-            reasons[doc_id] = exc.strerror or str(exc)
-            continue
+    for doc_id, _, sha, stat in scan.files:
         # A file we skip is still recorded in ``sources`` so that the index is
         # fresh until it changes (otherwise it would look "added" forever).
         split.sources[doc_id] = sha
         if stat is not None:
             split.stats[doc_id] = stat
         plan.append((doc_id, doc_id if old_sha.get(doc_id) == sha else by_sha.get(sha)))
-    paths = {doc_id: path for doc_id, path, _ in files}
+    paths = {doc_id: path for doc_id, path, _, _ in scan.files}
     read = steps.split([(doc_id, paths[doc_id]) for doc_id, source_id in plan if source_id is None])
     progress_at = time.monotonic() + 2.0
     reading = progress.Bar(len(plan), "reading files", "file")  # drawn only in a terminal (qa.progress)

@@ -169,8 +169,8 @@ def test_status_line_after_an_answer_does_not_walk_the_corpus(article_app: str, 
     import qa.build
 
     walks = []
-    real = qa.build.scan_sources
-    monkeypatch.setattr(qa.build, "scan_sources", lambda corpus: walks.append(corpus) or real(corpus))
+    real = qa.build.walk_corpus
+    monkeypatch.setattr(qa.build, "walk_corpus", lambda corpus: walks.append(corpus) or real(corpus))
     session = Client(article_app, verbose=False)
     session.predict("Who is Carlos Ghosn?", api_name="/chat")
     time.sleep(2.1)  # it used to walk the corpus again once a comparison was 2 s old

@@ -52,6 +52,27 @@ def test_build_is_a_no_op_when_fresh(make_corpus, tmp_path: Path) -> None:
     assert first.documents == 3 and first.build["embedded"] > 0
 
 
+def test_a_rebuild_walks_the_corpus_and_reads_each_new_file_for_its_hash_once(
+    make_corpus, tmp_path: Path, monkeypatch
+) -> None:
+    import qa.build
+    import qa.store
+
+    corpus = make_corpus(NEWS)
+    index = tmp_path / "index"
+    build_index(corpus, index)
+    (corpus / "moon.txt").write_text("The lander touched down near the lunar south pole.", encoding="utf-8")
+    walks: list[object] = []
+    hashed: list[str] = []
+    walk, sha256_file = qa.build.walk_corpus, qa.store.sha256_file
+    monkeypatch.setattr(qa.build, "walk_corpus", lambda c: walks.append(c) or walk(c))
+    monkeypatch.setattr(qa.store, "sha256_file", lambda p: hashed.append(Path(p).name) or sha256_file(p))
+    manifest = build_index(corpus, index)
+    # the file written just now is not remembered (its stat may still change), yet it is hashed only once
+    assert len(walks) == 1 and hashed.count("moon.txt") == 1
+    assert manifest.build["added"] == 1 and answer("Where did the lander touch down?", index=index).sources
+
+
 def test_stale_index_is_detected_and_rebuilt(make_corpus, tmp_path: Path) -> None:
     corpus = make_corpus(NEWS)
     index = tmp_path / "index"
