@@ -134,3 +134,21 @@ def test_watcher_rebuilds_when_a_pdf_is_added_and_the_engine_swaps(make_corpus, 
         assert top.doc == "otters.pdf" and top.page == 3
     finally:
         watcher.stop()
+
+
+def test_chat_shows_a_pdf_page_only_while_the_file_is_the_indexed_one(make_corpus, tmp_path):
+    from qa import answer
+    from qa.answer import Engine
+    from ui.service import ChatService
+
+    corpus = make_corpus({"otters.pdf": otter_pdf()})
+    index = tmp_path / "index"
+    build_index(corpus, index)
+    service = ChatService(Engine(index))
+    source = answer("How much fish does the giant otter eat every day?", index=index).sources[0]
+    first = service.page_image(source)
+    assert first is not None and first.startswith("data:image/png;base64,")
+    assert service.page_image(source) == first  # the same picture again
+    # Edited after the build: its boxes would be wrong, so the passage shows without a picture.
+    (corpus / "otters.pdf").write_bytes(otter_pdf(["The giant otter eats about three kilograms", "of fish daily."]))
+    assert service.page_image(source) is None

@@ -11,6 +11,7 @@ One :class:`ChatService` per server. Its answers share one concurrency limit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from qa import Answer, QAError, QuestionError, Source
 from qa.corpus import source_path
 from qa.feedback import FeedbackStore
+from qa.layout import Box
 from ui import render
 
 if TYPE_CHECKING:
@@ -36,6 +38,22 @@ log = logging.getLogger(__name__)
 EXAMPLES = 3  # example questions the page offers, one per document at most
 _TOPIC_WORDS = re.compile(r"[A-Z][\w’'&.-]*(?:\s+(?:of|de|and|&|[A-Z][\w’'&.-]*))*")
 _DROP_LEADING = frozenset({"The", "A", "An", "In", "On", "At", "For", "By", "This", "That", "It", "As", "But", "And"})
+
+
+@functools.lru_cache(maxsize=32)  # about 10 MB of pictures at most
+def _page_uri(stamp: tuple[str, int, int, int, int], sha256: str, page: int, boxes: tuple[Box, ...]) -> str | None:
+    """``ChatService.page_image``'s picture for a file of this stat; None when its bytes are not the indexed ones."""
+    try:
+        raw = Path(stamp[0]).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        return None  # the file changed since the index was built: its boxes would be wrong
+    try:
+        return render.data_uri(render.page_png(raw, page, boxes))
+    except Exception:  # a page that no longer renders: show the passage without its picture
+        log.warning("cannot render page %s of %s", page, stamp[0], exc_info=True)
+        return None
 
 
 class BusyError(QAError):
@@ -131,16 +149,12 @@ class ChatService:
             return None
         path = source_path(data.manifest.corpus, source.doc)  # a name that is not UTF-8 is escaped in its id
         try:
-            raw = path.read_bytes()
+            st = path.stat()
         except OSError:
             return None
-        if hashlib.sha256(raw).hexdigest() != document.sha256:
-            return None  # the file changed since the index was built: its boxes would be wrong
-        try:
-            return render.data_uri(render.page_png(raw, source.page, source.boxes))
-        except Exception:  # a page that no longer renders: show the passage without its picture
-            log.warning("cannot render page %s of %s", source.page, source.doc, exc_info=True)
-            return None
+        # An unchanged stat means unchanged bytes, as in a build: the file is read, hashed and drawn once.
+        stamp = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return _page_uri(stamp, document.sha256, source.page, source.boxes)
 
     def passage_text(self, source: Source) -> str:
         document = self.engine.retriever().data.documents.get(source.doc)
