@@ -57,6 +57,9 @@ _RAW_END = {tag: re.compile(rf"</{tag}[\s/>]", re.IGNORECASE) for tag in _RAW_TE
 
 def _decode(name: str, raw: bytes) -> tuple[str, str]:
     encoding = sniff_html(raw)
+    # A NUL byte is no character in any encoding but UTF-16's: binary, refused before decoding it all.
+    if not encoding.startswith("UTF-16") and b"\x00" in raw[:4096]:
+        raise UnreadableFileError(f"{name} is not an HTML file (binary content)")
     return check_text(decode_as(raw, encoding), name, "an HTML file"), encoding.lower()
 
 
@@ -127,8 +130,6 @@ def read(name: str, raw: bytes) -> Extracted:
     """Main text of an HTML page; headings give each passage its heading path."""
     from selectolax.lexbor import LexborHTMLParser
 
-    if b"\x00" in raw[:4096] and not raw.startswith((b"\xfe\xff", b"\xff\xfe")):
-        raise UnreadableFileError(f"{name} is not an HTML file (binary content)")
     source, encoding = _decode(name, raw)
     tree = LexborHTMLParser(_unwrap_deep(source))
     main = None
