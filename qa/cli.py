@@ -333,7 +333,7 @@ DATA = click.option(
     "--data",
     type=click.Path(path_type=Path),
     envvar="QA_DATA",
-    default="data",
+    default="data",  # qa.feedback.default_data_folder's; not imported here, as it loads the engine
     show_default=True,
     help="Folder of the ratings file, feedback.sqlite; never the index folder (env QA_DATA).",
 )

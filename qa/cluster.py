@@ -286,13 +286,13 @@ class _ConnectingSteps:
     def __init__(self, address: str, steps: RaySteps) -> None:
         self.address = address
         self.steps = steps
-        self.connected_to: str | None = None
+        self._connected = False
         self._owned = False
 
     def _connect(self) -> None:
-        if self.connected_to is None:
+        if not self._connected:
             self._owned = connect(self.address)
-            self.connected_to = self.address
+            self._connected = True
 
     def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
         if files:

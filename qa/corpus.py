@@ -155,12 +155,7 @@ def corpus_files(corpus: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     they resolve inside the corpus folder; what is not a regular file, or is
     over its size limit, is skipped with a warning (``walk_corpus``).
     """
-    return [(doc_id, Path(path)) for doc_id, path in corpus_paths(corpus)]
-
-
-def corpus_paths(corpus: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """:func:`corpus_files` with paths as strings."""
-    return [(doc_id, path) for doc_id, path, _ in walk_corpus(corpus).files]
+    return [(doc_id, Path(path)) for doc_id, path, _ in walk_corpus(corpus).files]
 
 
 def walk_corpus(corpus: str | os.PathLike[str]) -> CorpusWalk:
