@@ -389,7 +389,7 @@ ONE_ARTICLE = click.option(
 ABSTAIN_QUANTILE = click.option(
     "--abstain-quantile", type=click.FloatRange(0.0, 0.5, max_open=True), default=None, metavar="SHARE",
     help="--squad: the threshold is fit to put this share of held-out answerable questions under it "
-    "(default qa.train.ABSTAIN_QUANTILE, 0.025).",
+    "(default qa.train.ABSTAIN_QUANTILE, 0.035).",
 )  # fmt: skip
 CORPUS_FROM = click.option(
     "--corpus-from", type=click.Path(path_type=Path),

@@ -33,6 +33,7 @@ SMOKE = {
     "fault_load.py": "test_fault_load_finds_no_inconsistent_answer_in_a_short_run",
     "hostile_inputs.py": "test_hostile_inputs_reports_the_cheap_cases",
     "latency.py": "test_latency_times_answers_and_a_cold_start",
+    "phrase_decoding.py": "test_phrase_decoding_scores_the_shipped_reader_on_a_tiny_squad_file",
     "ray_build.py": "tests/test_ray.py::test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles",
     "reader_pairs.py": "tests/test_reader.py::test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes",
     "rebuild.py": "test_rebuild_edits_one_sentence_and_answers_it",
@@ -183,3 +184,14 @@ def test_squad_pairs_feed_a_verifier_trained_for_a_few_steps(tmp_path: Path) -> 
     assert info["int8_vs_fp32_pearson"] > 0.9
     logits = load_verifier(out / "verifier-int8.onnx").scores("When did the railway open?", ["It opened in 1889."])
     assert len(logits) == 1
+
+
+def test_phrase_decoding_scores_the_shipped_reader_on_a_tiny_squad_file(tmp_path: Path) -> None:
+    squad = write_tiny_squad(tmp_path)
+    out = run("phrase_decoding.py", ROOT / "qa" / "models" / "reader-int8.onnx", "base", "len0.1",
+              "--squad", squad, "--work", tmp_path / "work", "--questions", 6)  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].endswith("each read with the sentence that answers it") and int(lines[0].split()[0]) > 0
+    # the tiny file's answers are short names and numbers inside the sentence: the reader finds most
+    f1 = {line.split()[0]: float(line.split()[-1]) for line in lines[1:]}
+    assert set(f1) == {"base", "len0.1"} and f1["base"] > 0.5
