@@ -29,11 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa import train  # noqa: E402
-from qa.embed import feeds  # noqa: E402
 from qa.eval import exact_match, f1_score  # noqa: E402
 from qa.reader import MAX_PHRASE_TOKENS, OnnxReader, best_span, trim  # noqa: E402
 from qa.squad import GoldMap  # noqa: E402
-from qa.verify import context_of, verifier_text  # noqa: E402
+from qa.verify import context_of  # noqa: E402
 
 TUNE = ROOT.parent / "shared" / "data" / "squad-tune" / "squad-v1.1-dev-tune.json.gz"
 STOP = frozenset(
@@ -112,13 +111,7 @@ def main() -> None:
             continue
         s = sentences[covering[0]]
         context = context_of(sentences, covering[0], documents[s.doc].title if s.doc in documents else "")
-        enc = reader._tokenizer.encode_batch([(q.question, verifier_text(s.text, context))])
-        _, start, end = reader._sessions.all.run(None, feeds(enc))[:3]
-        e = enc[0]
-        allowed = np.array(
-            [sid == 1 and a < b <= len(s.text) for sid, (a, b) in zip(e.sequence_ids, e.offsets, strict=True)]
-        )
-        rows.append((q, s.text, start[0], end[0], e.offsets, allowed))
+        rows.append((q, s.text, *reader.span_logits(q.question, s.text, context)))
     print(f"{len(rows)} questions, each read with the sentence that answers it")
     for variant in args.variants:
         predictions = [decode(variant, q.question, text, st, en, off, ok) for q, text, st, en, off, ok in rows]

@@ -501,12 +501,11 @@ def _build(
     encoder = get_encoder(model)
     old_keys = _OldKeys(old.vector_keys if old is not None else None)
     early = _EarlyEmbedder(encoder, old_keys, overlap=steps is None)  # other steps bring their own cores
-    # Read here, each file is read in a worker process under a memory and a time budget.
-    sandbox = ReaderSandbox() if steps is None else None
+    sandbox = None
+    if steps is None:  # read here: each file in a worker process, under a memory and a time budget
+        sandbox = ReaderSandbox()
+        steps = _LocalSteps(encoder, sandbox.read)
     try:
-        if sandbox is not None:
-            steps = _LocalSteps(encoder, sandbox.read)
-        assert steps is not None
         scan = status.scan or scan_corpus(corpus)  # walked already unless the index could not be compared
         return _build_with(scan, corpus, index, model, old, old_keys, encoder, early, started, steps)
     finally:

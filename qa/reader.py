@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,13 @@ def best_span(
     return (offsets[idx[a]][0], offsets[idx[b]][1]), float(joint[a, b])
 
 
+def sentence_tokens(encoding: Any, limit: int) -> np.ndarray:
+    """Which tokens of a (question, sentence [SEP] context) encoding lie in the sentence (its first ``limit`` chars)."""
+    return np.array(
+        [seq == 1 and a < b <= limit for seq, (a, b) in zip(encoding.sequence_ids, encoding.offsets, strict=True)]
+    )
+
+
 def trim(text: str, start: int, end: int) -> tuple[int, int]:
     """``[start, end)`` without surrounding spaces or unpaired punctuation (SQuAD answers carry none)."""
     while start < end and (text[start].isspace() or text[start] in _CLOSING):
@@ -116,18 +124,10 @@ class OnnxReader(OnnxVerifier):
                 if hit is None:
                     todo.append(i)
         if todo:
-            pairs = [(question, verifier_text(sentences[i], contexts[i])) for i in todo]
-            encodings = self._tokenizer.encode_batch(pairs)
-            with model_run() as alone:
-                session = self._sessions.all if alone else self._sessions.one()
-                logit, start, end = session.run(None, feeds(encodings))[:3]
+            read = [sentences[i] for i in todo]
+            logit, start, end, encodings = self._run(question, read, [contexts[i] for i in todo])
             for row, (i, enc) in enumerate(zip(todo, encodings, strict=True)):
-                limit = len(sentences[i])
-                offsets = enc.offsets
-                allowed = np.array(
-                    [seq == 1 and b <= limit and b > a for seq, (a, b) in zip(enc.sequence_ids, offsets, strict=True)]
-                )
-                found = best_span(start[row], end[row], offsets, allowed)
+                found = best_span(start[row], end[row], enc.offsets, sentence_tokens(enc, len(sentences[i])))
                 span, score = (None, 0.0) if found is None else found
                 if span is not None:
                     span = trim(sentences[i], *span)
@@ -140,6 +140,27 @@ class OnnxReader(OnnxVerifier):
                     while len(self._memo) > 512:
                         self._memo.popitem(last=False)
         return [r for r in out if r is not None]
+
+    def _run(
+        self, question: str, sentences: Sequence[str], contexts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+        """One pass over the pairs: logits, start and end logits per token, and the pairs' encodings."""
+        pairs = [(question, verifier_text(s, c)) for s, c in zip(sentences, contexts, strict=True)]
+        encodings = self._tokenizer.encode_batch(pairs)
+        with model_run() as alone:
+            session = self._sessions.all if alone else self._sessions.one()
+            logit, start, end = session.run(None, feeds(encodings))[:3]
+        return logit, start, end, encodings
+
+    def span_logits(
+        self, question: str, sentence: str, context: str = ""
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray]:
+        """One sentence's start and end logits per token, the tokens' offsets, and which tokens are the sentence's.
+
+        What :meth:`read` decodes its phrase from (``best_span``); for measuring other decodings.
+        """
+        _, start, end, (enc,) = self._run(question, [sentence], [context])
+        return start[0], end[0], enc.offsets, sentence_tokens(enc, len(sentence))
 
     def clear_cache(self) -> None:
         """Forget remembered readings (benchmarks use it so every answer reads)."""
