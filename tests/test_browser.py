@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import HOSTILE_IMG, HOSTILE_SCRIPT, HOSTILE_SENTENCE, ROOT, UNICODE_SENTENCE
 from .test_app import SOLD
@@ -110,7 +112,8 @@ def test_follow_up_and_clear(page, article_app: str) -> None:  # type: ignore[no
 def test_example_question_comes_from_the_corpus_and_is_answered_when_clicked(page, article_app: str) -> None:  # type: ignore[no-untyped-def]
     open_app(page, article_app)
     example = page.locator("#qa-examples button").first
-    assert example.inner_text().startswith("What does “mitsubishi joins renault nissan")  # shown cut short
+    # shown cut short; its label is drawn after the page loads, so wait for it as the user would
+    expect(example).to_have_text(re.compile(r"^What does “mitsubishi joins renault nissan"), timeout=ANSWER_TIMEOUT_MS)
     example.click()
     page.locator("#qa-sources .qa-source").first.wait_for(timeout=ANSWER_TIMEOUT_MS)
     assert "mitsubishi" in page.locator("#qa-chat").inner_text()
