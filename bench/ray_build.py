@@ -11,7 +11,8 @@ index folders:
 3. on Ray with two one-CPU worker nodes (a second node joins).
 
 The cluster runs on this machine, loopback only (``tests/ray_cluster.py``),
-and is stopped afterwards. With ``--address`` an existing cluster is used
+and is stopped afterwards; each Ray build starts once the cluster's processes are
+idle (a node's agents go on starting after it joins). With ``--address`` an existing cluster is used
 instead, with one and then two embedding actors (``--actors``). A rate is
 texts embedded / the whole build's seconds (reading, splitting, embedding,
 BM25, search index, writing). Printed: each build's rate, then two worker
@@ -71,6 +72,35 @@ def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
     return row
 
 
+def settle(cluster: Any, quiet: float = 0.05, limit: float = 30.0) -> float:
+    """Wait until the cluster's processes are idle (under ``quiet`` CPU seconds a second); seconds waited.
+
+    A node's agents go on starting for seconds after ``ray start`` returns and
+    its CPUs show in the cluster: that is the node's start, not the build's.
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        total = 0
+        for pid in cluster.processes(""):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / hz
+
+    started = time.monotonic()
+    before = cpu()
+    while time.monotonic() - started < limit:
+        time.sleep(1.0)
+        now = cpu()
+        if now - before < quiet:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 def ray_builds(corpus: Path, work: Path, address: str | None) -> list[dict[str, Any]]:
     """The two Ray builds: on one worker node, then on two (or one actor, then two, on ``address``)."""
     from tests.ray_cluster import RayCluster
@@ -94,6 +124,8 @@ def ray_builds(corpus: Path, work: Path, address: str | None) -> list[dict[str, 
             deadline = time.monotonic() + 60
             while ray.cluster_resources().get("CPU", 0) < workers and time.monotonic() < deadline:
                 time.sleep(0.5)
+            if cluster is not None:
+                print(f"cluster idle after {settle(cluster):.1f} s", flush=True)
             actors = workers if cluster is None else None  # own cluster: one actor per CPU, as by default
 
             def build(index: Path, actors: int | None = actors) -> Any:
