@@ -133,25 +133,16 @@ NEGATED = {"did": "didn't", "does": "doesn't", "do": "don't", "was": "wasn't", "
            "are": "aren't", "can": "can't", "could": "couldn't", "has": "hasn't", "have": "haven't",
            "had": "hadn't", "will": "won't", "would": "wouldn't", "should": "shouldn't"}  # fmt: skip
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
-ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-EXCLUDING = ("Besides", "Other than", "Apart from")  # "Besides X, who else ...": SQuAD 2.0's mutual exclusion
 
 
-def unanswerable(
-    question: str, sentence: str, names: list[str], rng: random.Random, answer: str | None = None
-) -> str | None:
+def unanswerable(question: str, sentence: str, names: list[str], rng: random.Random) -> str | None:
     """The question changed so that ``sentence`` no longer answers it, as SQuAD 2.0's writers did.
 
     One of: a name or number the sentence shares with the question swapped
     for another of the same article that the sentence lacks; a word swapped
     for its opposite (when the sentence lacks the opposite); a negation.
-    With ``answer`` (the gold answer's text: ``--unanswerable-rules more``),
-    also: an ordinal swapped for another the sentence lacks; "non-" before a
-    name the sentence shares ("non-Muslim"); the answer itself excluded
-    ("Besides X, ..."). None when no change applies.
+    None when no change applies.
     """
-    if answer is not None:
-        return _more_unanswerable(question, sentence, names, rng, answer)
     kinds: dict[str, list[tuple[int, int, str]]] = {"swap": [], "opposite": [], "negation": []}
     lacking = [n for n in names if n not in sentence]
     negated = " not " in question or "n't" in question
@@ -176,43 +167,8 @@ def unanswerable(
     return question[:a] + new + question[b:]
 
 
-def _more_unanswerable(question: str, sentence: str, names: list[str], rng: random.Random, answer: str) -> str | None:
-    """``unanswerable`` with the three further rules (its docstring); kinds drawn alike."""
-    kinds: dict[str, list[tuple[int, int, str]]] = {"base": [], "ordinal": [], "non": [], "excluding": []}
-    base = unanswerable(question, sentence, names, rng)
-    if base is not None:
-        kinds["base"].append((0, len(question), base))
-    previous = ""
-    for k, m in enumerate(WORD.finditer(question)):
-        w, before, previous = m.group(), previous, m.group()
-        if w.lower() in ORDINALS and w.lower() != "first":  # "first" is an opposite already
-            others = [o for o in ORDINALS[1:] if o != w.lower() and not re.search(rf"\b{o}\b", sentence, re.I)]
-            if others:
-                kinds["ordinal"].append((m.start(), m.end(), rng.choice(others)))
-        # A one-word name before a noun ("Muslim empires"), not a person or a place of two words ("Hong Kong")
-        modifier = re.match(r" [a-z]", question[m.end() : m.end() + 2]) and not before[:1].isupper()
-        if k > 0 and w[0].isupper() and w.isalpha() and modifier and w in sentence and f"non-{w}" not in sentence:
-            kinds["non"].append((m.start(), m.start(), "non-"))
-    first = WORD.match(question)
-    entity = first is not None and first.group().lower() in ("who", "what", "which")  # "who else", not "how many else"
-    if entity and answer not in question and CONTEXT_SEP.strip() not in question and rng.random() < 0.3:
-        assert first is not None
-        named = re.sub(r"^(A|An|The) ", lambda a: a.group().lower(), answer)
-        kinds["excluding"].append((0, first.end(), f"{rng.choice(EXCLUDING)} {named}, {first.group().lower()}"))
-    usable = [v for v in kinds.values() if v]
-    if not usable:
-        return None
-    a, b, new = rng.choice(rng.choice(usable))
-    return question[:a] + new + question[b:]
-
-
-def add_unanswerable(
-    pairs: list[dict[str, Any]], chosen: list[int], fraction: float, seed: int, more: bool = False
-) -> list[int]:
-    """Append a rule-made unanswerable pair for ``fraction`` of the chosen gold pairs; their indices.
-
-    ``more``: the further rules too (``unanswerable`` given the gold answer).
-    """
+def add_unanswerable(pairs: list[dict[str, Any]], chosen: list[int], fraction: float, seed: int) -> list[int]:
+    """Append a rule-made unanswerable pair for ``fraction`` of the chosen gold pairs; their indices."""
     rng = random.Random(seed + 1)
     names: dict[str, set[str]] = {}
     for p in pairs:
@@ -226,9 +182,7 @@ def add_unanswerable(
         p = pairs[i]
         if p.get("kind") != "gold" or rng.random() >= fraction:
             continue
-        span = p.get("span")
-        answer = p["sentence"][span[0] : span[1]] if more and span else None
-        changed = unanswerable(p["question"], p["sentence"], pools.get(p.get("article", ""), []), rng, answer)
+        changed = unanswerable(p["question"], p["sentence"], pools.get(p.get("article", ""), []), rng)
         if changed:
             pairs.append({**p, "question": changed, "label": 0, "kind": "unanswerable", "span": None})
             added.append(len(pairs) - 1)
@@ -236,13 +190,7 @@ def add_unanswerable(
 
 
 def plan(
-    pairs: list[dict[str, Any]],
-    questions: int | None,
-    batch: int,
-    seed: int,
-    skip: int = 0,
-    unanswerable: float = 0.0,
-    more_rules: bool = False,
+    pairs: list[dict[str, Any]], questions: int | None, batch: int, seed: int, skip: int = 0, unanswerable: float = 0.0
 ) -> list[list[int]]:
     """The run's batches (pair indices), fixed by the seed: a resumed run takes up where it stopped.
 
@@ -258,7 +206,7 @@ def plan(
     rng.shuffle(keys)
     chosen = [i for k in keys[skip : skip + questions if questions else None] for i in groups[k]]
     if unanswerable:
-        chosen += add_unanswerable(pairs, chosen, unanswerable, seed, more_rules)
+        chosen += add_unanswerable(pairs, chosen, unanswerable, seed)
     rng.shuffle(chosen)
     block = batch * BUCKET_BATCHES
     batches: list[list[int]] = []
@@ -347,8 +295,7 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
         tensors = load_file(str(args.init / "checkpoint.safetensors"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         log.info("starting from the weights in %s", args.init)
-    more = args.unanswerable_rules == "more"
-    batches = plan(pairs, args.questions, args.batch, args.seed, args.skip_questions, args.unanswerable, more)
+    batches = plan(pairs, args.questions, args.batch, args.seed, args.skip_questions, args.unanswerable)
     batches = batches[: args.max_steps]
     steps = len(batches)
     warmup = max(1, steps // 20)
@@ -450,10 +397,6 @@ def main() -> None:
     parser.add_argument(
         "--unanswerable", type=float, default=0.0, help="add a rule-made unanswerable pair for this share of positives"
     )
-    parser.add_argument(
-        "--unanswerable-rules", choices=("base", "more"), default="base",
-        help="base: swapped name or number, opposite, negation; more: also ordinals, non-, 'Besides ANSWER, ...'",
-    )  # fmt: skip
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -504,7 +447,6 @@ def main() -> None:
         "skip_questions": args.skip_questions,
         "init": str(args.init) if args.init else None,
         "unanswerable": args.unanswerable,
-        "unanswerable_rules": args.unanswerable_rules,
         "pairs_file": args.pairs.name,
         "pairs_sha256": sha256(args.pairs),
         **report,

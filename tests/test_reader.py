@@ -164,46 +164,6 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     assert reading.phrase is None or 0 <= reading.phrase[0] < reading.phrase[1] <= 41
 
 
-def _train_reader_module():  # type: ignore[no-untyped-def]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_reader", ROOT / "bench" / "train_reader.py")
-    assert spec is not None and spec.loader is not None
-    sys.path.insert(0, str(ROOT / "bench"))  # it imports train_verifier, beside it
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return module
-
-
-def test_rule_made_unanswerable_questions_no_longer_match_their_sentence() -> None:
-    import random
-
-    tr = _train_reader_module()
-
-    def changes(question: str, sentence: str, answer: str | None) -> set[str]:
-        made = {tr.unanswerable(question, sentence, ["Paris", "1900"], random.Random(i), answer) for i in range(60)}
-        return {m for m in made if m is not None}
-
-    invasion = "What interfered with Kublai's second invasion of Japan?"
-    more = changes(invasion, "A typhoon wrecked Kublai's second invasion of Japan.", "A typhoon")
-    assert "Besides a typhoon, what interfered with Kublai's second invasion of Japan?" in more
-    assert "What interfered with Kublai's third invasion of Japan?" in more  # an ordinal the sentence lacks
-    assert not changes(invasion, "A typhoon wrecked Kublai's second invasion of Japan.", None) & {
-        q for q in more if q.startswith(("Besides", "Other than", "Apart from")) or "third" in q
-    }  # the base rules (runs 2-5 of the shipped reader) are unchanged without the answer
-    empires = changes("How many Muslim empires have used imperialism?", "Several Muslim empires used it.", "Several")
-    assert "How many non-Muslim empires have used imperialism?" in empires
-    assert not any(q.startswith(("Besides", "Other than", "Apart from")) for q in empires)  # no "how many else"
-    visit = changes("Who visited Hong Kong in 1894?", "Alexandre Yersin visited Hong Kong in 1894.", "Alexandre Yersin")
-    assert "Other than Alexandre Yersin, who visited Hong Kong in 1894?" in visit
-    assert not any("non-" in q for q in visit)  # not inside a two-word name
-    chat = changes("Who founded it? [SEP] Who visited it?", "Alexandre Yersin visited it.", "Alexandre Yersin")
-    assert not any(q.startswith(("Besides", "Other than", "Apart from")) for q in chat)
-
-
 def test_an_answer_leads_with_its_phrase_whose_offsets_give_back_its_text(
     article_index: Path, article_text: str
 ) -> None:
