@@ -78,23 +78,11 @@ def settle(cluster: Any, quiet: float = 0.05, limit: float = 30.0) -> float:
     A node's agents go on starting for seconds after ``ray start`` returns and
     its CPUs show in the cluster: that is the node's start, not the build's.
     """
-    hz = os.sysconf("SC_CLK_TCK")
-
-    def cpu() -> float:
-        total = 0
-        for pid in cluster.processes(""):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / hz
-
     started = time.monotonic()
-    before = cpu()
+    before = cluster.cpu_seconds()
     while time.monotonic() - started < limit:
         time.sleep(1.0)
-        now = cpu()
+        now = cluster.cpu_seconds()
         if now - before < quiet:
             break
         before = now

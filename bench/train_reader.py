@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 from train_verifier import default_model, read_pairs, sha256, tokenizer_for  # bench/, beside this script
 
+from qa.reader import sentence_tokens
+
 log = logging.getLogger("train_reader")
 
 CONTEXT_SEP = " [SEP] "  # as qa.verify.CONTEXT_SEP
@@ -68,10 +70,7 @@ def encode(tok: Any, chunk: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     start = np.full(n, -1, dtype=np.int64)
     end = np.full(n, -1, dtype=np.int64)
     for r, (e, p) in enumerate(zip(enc, chunk, strict=True)):
-        limit = len(p["sentence"])
-        for t, (seq, (a, b)) in enumerate(zip(e.sequence_ids, e.offsets, strict=True)):
-            if seq == 1 and b <= limit and b > a:
-                sentence_mask[r, t] = True
+        sentence_mask[r] = sentence_tokens(e, len(p["sentence"]))
         span = p.get("span")
         if span is None:
             continue

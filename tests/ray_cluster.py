@@ -115,6 +115,12 @@ class RayCluster:
         while time.monotonic() < deadline and any(_alive(pid) for pid in self._pids):
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) this cluster's live processes have used so far."""
+        hz = os.sysconf("SC_CLK_TCK")
+        fields = [_stat_fields(pid) for pid in self.processes("")]
+        return sum(int(f[11]) + int(f[12]) for f in fields if len(f) > 12) / hz
+
     def processes(self, name_part: str) -> list[int]:
         """Ids of this cluster's live processes whose command line (or title) holds ``name_part``."""
         self._remember()
@@ -154,12 +160,18 @@ def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]
     return found
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first); empty once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _alive(pid: int) -> bool:
     """Running (a zombie, ended but not yet reaped by its parent, is not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _signal(pid: int, sig: int) -> None:
