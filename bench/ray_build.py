@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/ray_build.py [--articles 300] [--address HOST:PORT] [--workdir DIR]
 
-The corpus is the article plus ARTICLES BBC articles (one of every seven, as
-in tests/test_ray.py). It is built from scratch three times, into fresh
-index folders:
+The corpus is the article plus ARTICLES BBC articles, spread evenly over the
+2,225 (one of every seven for the default 300, as in tests/test_ray.py). It
+is built from scratch three times, into fresh index folders:
 
 1. locally, on every core of this machine (``qa.build.build_index``);
 2. on Ray with one one-CPU worker node (a head node started with ``ray start``);
@@ -49,7 +49,8 @@ def write_corpus(corpus: Path, articles: int, bbc: Path) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     shutil.copy(ARTICLE, corpus / ARTICLE.name)
     with zipfile.ZipFile(bbc) as z:
-        names = sorted(n for n in z.namelist() if n.endswith(".txt"))[::7][:articles]
+        names = sorted(n for n in z.namelist() if n.endswith(".txt"))
+        names = names[:: max(1, len(names) // max(1, articles))][:articles]
         for name in names:
             parts = Path(name).parts  # bbc/<category>/<nnn>.txt
             target = corpus / "bbc" / parts[-2] / parts[-1]
