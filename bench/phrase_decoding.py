@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa import train  # noqa: E402
 from qa.eval import exact_match, f1_score  # noqa: E402
-from qa.reader import MAX_PHRASE_TOKENS, OnnxReader, best_span, trim  # noqa: E402
+from qa.reader import OnnxReader, best_span, trim  # noqa: E402
 from qa.squad import GoldMap  # noqa: E402
 from qa.verify import context_of  # noqa: E402
 
@@ -57,28 +57,10 @@ def lowered_for_question_words(text: str, question: str, offsets, allowed, start
     return start, end
 
 
-def length_penalised(start, end, offsets, allowed, per_token: float):  # type: ignore[no-untyped-def]
-    idx = np.flatnonzero(allowed)
-    if len(idx) == 0:
-        return None
-    ls = start[idx] - np.logaddexp.reduce(start[idx])
-    le = end[idx] - np.logaddexp.reduce(end[idx])
-    n = len(idx)
-    joint = ls[:, None] + le[None, :] - per_token * (np.arange(n)[None, :] - np.arange(n)[:, None])
-    joint[np.tril_indices(n, -1)] = -np.inf
-    joint[np.triu_indices(n, MAX_PHRASE_TOKENS)] = -np.inf
-    a, b = np.unravel_index(int(np.argmax(joint)), joint.shape)
-    return (offsets[idx[a]][0], offsets[idx[b]][1]), 0.0
-
-
 def decode(variant: str, question: str, text: str, start, end, offsets, allowed) -> str:  # type: ignore[no-untyped-def]
     if variant.startswith("qpen"):
         start, end = lowered_for_question_words(text, question, offsets, allowed, start, end, float(variant[4:]))
-    found = (
-        length_penalised(start, end, offsets, allowed, float(variant[3:]))
-        if variant.startswith("len")
-        else best_span(start, end, offsets, allowed)
-    )
+    found = best_span(start, end, offsets, allowed, float(variant[3:]) if variant.startswith("len") else 0.0)
     if found is None:
         return text
     a, b = trim(text, *found[0])

@@ -53,23 +53,27 @@ class Reading:
 
 
 def best_span(
-    start: np.ndarray, end: np.ndarray, offsets: Sequence[tuple[int, int]], allowed: np.ndarray
+    start: np.ndarray,
+    end: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    allowed: np.ndarray,
+    per_token: float = 0.0,
 ) -> tuple[tuple[int, int], float] | None:
-    """The best ``[start, end)`` character span over tokens ``allowed`` and its probability (start × end softmax)."""
+    """The best ``[start, end)`` character span over tokens ``allowed`` and its probability (start × end softmax).
+
+    ``per_token``: a penalty on the log probability per token a span spans beyond its first (0: none).
+    """
     idx = np.flatnonzero(allowed)
     if len(idx) == 0:
         return None
     s = start[idx].astype(np.float64)
     e = end[idx].astype(np.float64)
-    ps = np.exp(s - s.max())
-    ps /= ps.sum()
-    pe = np.exp(e - e.max())
-    pe /= pe.sum()
-    joint = np.triu(np.outer(ps, pe))  # start at or before end
     n = len(idx)
-    joint *= np.tri(n, n, MAX_PHRASE_TOKENS - 1, dtype=bool)  # end - start < MAX_PHRASE_TOKENS tokens
+    steps = np.arange(n)[None, :] - np.arange(n)[:, None]  # end - start, in tokens
+    joint = (s - np.logaddexp.reduce(s))[:, None] + (e - np.logaddexp.reduce(e))[None, :] - per_token * steps
+    joint[(steps < 0) | (steps >= MAX_PHRASE_TOKENS)] = -np.inf  # start at or before end, under the limit
     a, b = np.unravel_index(int(np.argmax(joint)), joint.shape)
-    return (offsets[idx[a]][0], offsets[idx[b]][1]), float(joint[a, b])
+    return (offsets[idx[a]][0], offsets[idx[b]][1]), float(np.exp(joint[a, b] + per_token * steps[a, b]))
 
 
 def sentence_tokens(encoding: Any, limit: int) -> np.ndarray:

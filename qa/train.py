@@ -319,8 +319,9 @@ def train(
             raise TrainError("--one-article needs --verifier (the reader the one-article corpora are read with)")
         extra = collect_small(data, questions, examples, work=_work(work), verifier=verifier, folds=folds,
                               verify_margin=verify_margin)  # fmt: skip
+    quantile = ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile
     ranker, held = fit_full(examples, fold_of, calibration or DEFAULT_CALIBRATION_INPUTS, verify_margin, extra,
-                            abstain_quantile)  # fmt: skip
+                            quantile)  # fmt: skip
     meta = {
         "data": Path(squad).name,
         "data_sha256": data.sha256,
@@ -331,7 +332,7 @@ def train(
         "command": command or "qa train " + " ".join(sys.argv[1:]),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "calibration_examples": len(held),
-        "abstain_quantile": ABSTAIN_QUANTILE if abstain_quantile is None else abstain_quantile,
+        "abstain_quantile": quantile,
         "calibration_corpora": "all articles as one corpus" + (", and each article alone" if one_article else ""),
         "verifier": Path(verifier).name if verifier is not None else None,
     }

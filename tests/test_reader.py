@@ -102,6 +102,24 @@ def test_a_phrase_span_always_lies_inside_its_sentence(text: str, logits: list[f
         assert text[a2:b2] == text[a2:b2].strip()
 
 
+def test_the_phrase_and_its_probability_match_hand_computed_values() -> None:
+    # Three tokens "a b c": start favours "a", end favours "c"; p(start=a) = p(end=c) = e^2 / (e^2 + 2).
+    offsets = [(0, 1), (2, 3), (4, 5)]
+    start, end = np.array([2.0, 0.0, 0.0]), np.array([0.0, 0.0, 2.0])
+    p = np.e**2 / (np.e**2 + 2)
+    (span, prob) = best_span(start, end, offsets, np.array([True, True, True]))  # type: ignore[misc]
+    assert span == (0, 5) and prob == pytest.approx(p * p)
+    # A penalty of 2.5 a token beyond the first: "a" alone (p * 1/(e^2+2)) beats "a b c" (p * p * e^-5).
+    (span, prob) = best_span(start, end, offsets, np.array([True, True, True]), per_token=2.5)  # type: ignore[misc]
+    assert span == (0, 1) and prob == pytest.approx(p / (np.e**2 + 2))
+    # Only the allowed tokens: without "a", starts at "b" and "c" tie (the first is taken), the end is "c".
+    (span, prob) = best_span(start, end, offsets, np.array([False, True, True]))  # type: ignore[misc]
+    assert span == (2, 5) and prob == pytest.approx(0.5 * np.e**2 / (np.e**2 + 1))
+    # An end before its start is never taken: start favours "c" and end "a"; "a" alone and "c" alone tie.
+    (span, prob) = best_span(end, start, offsets, np.array([True, True, True]))  # type: ignore[misc]
+    assert span == (0, 1) and prob == pytest.approx(p / (np.e**2 + 2))
+
+
 def test_squad_normalisation_and_scores_match_hand_computed_values() -> None:
     assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
     assert normalize_answer("an apple, a pear") == "apple pear"
