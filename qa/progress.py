@@ -61,10 +61,6 @@ def show_bars(enabled: bool) -> None:
     _bars = enabled
 
 
-def bars_shown() -> bool:
-    return _bars
-
-
 class Bar:
     """A tqdm bar on stderr when bars are shown, else nothing: ``Bar(120, "reading files", "file")``.
 

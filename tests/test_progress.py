@@ -14,6 +14,8 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
+
 from qa import progress
 
 from .conftest import write_corpus
@@ -82,10 +84,10 @@ def test_build_in_a_terminal_draws_a_bar_and_piped_prints_only_its_summary(tmp_p
     assert verbose == 0 and "reading files" not in drawn and "INFO qa.build" in drawn  # log lines, not bars
 
 
-def test_bars_are_off_unless_turned_on() -> None:
-    assert not progress.bars_shown()  # the library never draws in someone else's program
-    with progress.Bar(10, "nothing", "thing") as bar:
-        bar.update(3)  # no terminal, no output, no error
+def test_bars_are_off_unless_turned_on(capfd: pytest.CaptureFixture[str]) -> None:
+    with progress.Bar(10, "nothing", "thing") as bar:  # the library never draws in someone else's program
+        bar.update(3)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_the_build_before_serve_draws_a_bar_in_a_terminal(tmp_path: Path) -> None:
