@@ -209,17 +209,27 @@ def index() -> None:
 )  # fmt: skip
 @click.option(
     "--actors", type=click.IntRange(min=1), default=None,
-    help="With --ray: embedding actors, one CPU each (default: one per CPU of the cluster).",
+    help="With --ray: embedding actors, one CPU or GPU each (default: one per GPU of the cluster, else per CPU).",
+)  # fmt: skip
+@click.option(
+    "--gpu/--no-gpu", default=None,
+    help="With --ray: each embedding actor takes a GPU and runs the model with CUDA (onnxruntime-gpu), or never "
+    "(default: when the cluster has GPUs and this onnxruntime has CUDA).",
 )  # fmt: skip
 @JSON
-def build(corpus: Path, index: Path, force: bool, ray_address: str | None, actors: int | None, as_json: bool) -> None:
+def build(
+    corpus: Path, index: Path, force: bool, ray_address: str | None, actors: int | None, gpu: bool | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Build or refresh the index, re-embedding only what changed."""
     if actors is not None and ray_address is None:
         raise UserError("--actors sizes the Ray build's embedding pool; add --ray")
+    if gpu is not None and ray_address is None:
+        raise UserError("--gpu and --no-gpu choose the Ray build's actors; add --ray (a local build: QA_DEVICE=gpu)")
     if ray_address is not None:
         from qa.cluster import build_index_on_ray
 
-        manifest = _run(build_index_on_ray, corpus, index, address=ray_address, actors=actors, force=force)
+        manifest = _run(build_index_on_ray, corpus, index, address=ray_address, actors=actors, force=force, gpus=gpu)
     else:
         from qa.build import build_index
 

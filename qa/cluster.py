@@ -13,6 +13,8 @@ imported only here, when a build asks for it.
   through ``Dataset.map_batches`` on a pool of actors, each holding the index's
   encoder export (the int8 document model, whose vectors do not depend on the
   batch) on one CPU; the pool has one actor per CPU of the cluster unless told.
+  On a cluster with GPUs, where this process's onnxruntime runs CUDA, the pool
+  has one actor per GPU instead, each running the model with CUDA (``gpus``).
 - Faults: a task or actor whose worker dies is retried (``retries`` times);
   past that the build stops with one sentence, and the previous index stays
   live, since nothing was switched over.
@@ -120,10 +122,12 @@ class _Embedder:
     model: str
     export: str
     threads: int
+    device: str  # "gpu": the model runs with CUDA where this worker's onnxruntime has it (qa.encoder.providers)
 
     def __init__(self) -> None:
-        # Before the model loads: its sessions use this many threads (qa.encoder.threads).
+        # Before the model loads: its sessions use this many threads on this device (qa.encoder).
         os.environ["QA_THREADS"] = str(self.threads)
+        os.environ["QA_DEVICE"] = self.device
         self.encoder = get_encoder(self.model, self.export)
         self.encoder.encode(["Loaded."], documents=True)  # the document model loads now, not in the first batch
 
@@ -136,9 +140,13 @@ class _Embedder:
 class RaySteps:
     """A build's reading and embedding on the Ray cluster this process is connected to (``qa.build.BuildSteps``).
 
-    ``actors``: the embedding pool's size (default: the cluster's CPUs divided
-    by ``cpus_per_actor``). ``retries``: how often a reading task, or an
-    embedding actor and its batch, is retried after its worker dies.
+    ``actors``: the embedding pool's size (default: the cluster's GPUs when
+    the actors use them, else its CPUs divided by ``cpus_per_actor``).
+    ``gpus``: each actor takes one GPU and runs the model with CUDA (None: when
+    the cluster has GPUs and this process's onnxruntime has CUDA; an actor
+    whose onnxruntime lacks it runs on its CPU, with a warning).
+    ``retries``: how often a reading task, or an embedding actor and its
+    batch, is retried after its worker dies.
     """
 
     def __init__(
@@ -150,6 +158,7 @@ class RaySteps:
         retries: int = RETRIES,
         files_per_task: int = FILES_PER_TASK,
         texts_per_batch: int = TEXTS_PER_BATCH,
+        gpus: bool | None = None,
     ) -> None:
         for name, value, least in (
             ("actors", actors, 1), ("cpus_per_actor", cpus_per_actor, 1), ("retries", retries, 0),
@@ -163,13 +172,26 @@ class RaySteps:
         self.retries = retries
         self.files_per_task = files_per_task
         self.texts_per_batch = texts_per_batch
+        self.gpus = gpus
+
+    def on_gpus(self) -> bool:
+        """Whether each embedding actor takes a GPU: as asked, else when the cluster has GPUs and CUDA runs here."""
+        if self.gpus is not None:
+            return self.gpus
+        if _ray().cluster_resources().get("GPU", 0) < 1:
+            return False
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
 
     def pool_size(self) -> int:
-        """The embedding actors to start: as asked, else one per ``cpus_per_actor`` CPUs of the cluster."""
+        """The embedding actors to start: as asked, else one per GPU or per ``cpus_per_actor`` CPUs of the cluster."""
         if self.actors is not None:
             return self.actors
-        cpus = int(_ray().cluster_resources().get("CPU", 1))
-        return max(1, cpus // self.cpus_per_actor)
+        resources = _ray().cluster_resources()
+        if self.on_gpus():
+            return max(1, int(resources.get("GPU", 1)))
+        return max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
 
     def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
         """Each file read and split by a Ray task (``files_per_task`` a task), yielded in the order given.
@@ -212,12 +234,18 @@ class RaySteps:
         items = [{"row": int(i), "text": texts[i]} for i in order]
         blocks = -(-len(texts) // self.texts_per_batch)
         actors = min(self.pool_size(), blocks)
+        gpu = self.on_gpus()
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
             "_Embedder",
             (_Embedder,),
-            {"model": self.model, "export": encoder.export_id, "threads": self.cpus_per_actor},
+            {
+                "model": self.model,
+                "export": encoder.export_id,
+                "threads": self.cpus_per_actor,
+                "device": "gpu" if gpu else "cpu",
+            },
         )
         with warnings.catch_warnings():
             # max_restarts and max_task_retries still reach the actors as remote arguments in Ray 2.60
@@ -229,10 +257,11 @@ class RaySteps:
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=self.cpus_per_actor,
+                num_gpus=1 if gpu else None,
                 max_restarts=self.retries,
                 max_task_retries=self.retries,
             )
-        log.info("embedding %d texts on %d Ray actors", len(texts), actors)
+        log.info("embedding %d texts on Ray: %d actors, a %s each", len(texts), actors, "GPU" if gpu else "CPU")
         logged = EmbeddedLog(log, len(texts))
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -266,14 +295,17 @@ def build_index_on_ray(
     model: str | None = None,
     retries: int = RETRIES,
     texts_per_batch: int = TEXTS_PER_BATCH,
+    gpus: bool | None = None,
 ) -> Manifest:
     """``qa.build.build_index`` with reading and embedding on a Ray cluster; the same index, written here.
 
     ``address`` as :func:`connect` takes it; a process already connected to
     Ray uses that connection. A fresh index is a no-op that never connects.
-    ``actors``, ``retries`` and ``texts_per_batch`` as :class:`RaySteps` takes them.
+    ``actors``, ``retries``, ``texts_per_batch`` and ``gpus`` as :class:`RaySteps` takes them.
     """
-    steps = _ConnectingSteps(address, RaySteps(model, actors=actors, retries=retries, texts_per_batch=texts_per_batch))
+    steps = _ConnectingSteps(
+        address, RaySteps(model, actors=actors, retries=retries, texts_per_batch=texts_per_batch, gpus=gpus)
+    )
     try:
         return build_index(corpus, index, force=force, model=model, steps=steps)
     finally:

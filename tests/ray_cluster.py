@@ -84,9 +84,10 @@ class RayCluster:
             raise
         return self
 
-    def add_node(self) -> None:
-        """The second node, at 127.0.0.3."""
-        self._ray_start("--address", self.address, "--node-ip-address", NODE_IP)
+    def add_node(self, ip: str = NODE_IP, gpus: int = 0) -> None:
+        """Another node (the second at 127.0.0.3); ``gpus`` it declares, as ``ray start --num-gpus`` takes them."""
+        declared = ["--num-gpus", str(gpus)] if gpus else []
+        self._ray_start("--address", self.address, "--node-ip-address", ip, *declared)
 
     def _remember(self) -> None:
         """Record this cluster's processes (naming its folder, or with it as RAY_TMPDIR) and their children.

@@ -71,6 +71,26 @@ def test_a_question_gets_the_same_vector_alone_and_among_concurrent_ones() -> No
     assert all(float(alone @ v) >= 0.99999 for v in together)
 
 
+def test_models_run_on_the_cpu_unless_qa_device_asks_for_a_gpu_that_onnxruntime_can_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    from qa.encoder import _warn_no_cuda, providers
+
+    _warn_no_cuda.cache_clear()  # warned once a process
+    monkeypatch.delenv("QA_DEVICE", raising=False)
+    assert providers() == ["CPUExecutionProvider"]
+    monkeypatch.setenv("QA_DEVICE", "gpu")
+    with caplog.at_level(logging.WARNING, logger="qa.encoder"):
+        chosen = providers()
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert chosen == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:  # this machine: the CPU build of onnxruntime
+        assert chosen == ["CPUExecutionProvider"]
+        assert "cannot use CUDA (install onnxruntime-gpu); running on the CPU" in caplog.text
+
+
 def test_tokenizer_truncates_at_256_with_dynamic_padding(reference) -> None:
     onnx = get_encoder(DEFAULT_MODEL).model
     long_text = " ".join(["alliance"] * 400)

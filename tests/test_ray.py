@@ -377,6 +377,11 @@ def test_qa_index_build_actors_without_ray_is_refused(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "add --ray" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "index", "build", "--index", str(tmp_path / "index"), "--gpu"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "add --ray" in done.stderr and not (tmp_path / "index").exists()
 
 
 def test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles(cluster: RayCluster) -> None:
@@ -427,3 +432,34 @@ def test_qa_serve_ray_serves_the_api_until_ctrl_c(cluster: RayCluster, ray_index
     import ray.serve
 
     assert "qa" not in ray.serve.status().applications  # Ctrl-C removed the replicas
+
+
+def test_a_gpu_node_gets_one_embedding_actor_and_the_build_the_same_vectors(
+    cluster: RayCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Last in the module: the node stays until the cluster stops. This machine has no GPU; the node declares
+    # one (ray start --num-gpus 1), which Ray schedules as it would a real one. This onnxruntime has no CUDA,
+    # so the GPU actor runs the model on its CPU (with a warning) and its vectors are a CPU's.
+    import ray
+
+    from qa import build_index
+    from qa.cluster import RaySteps, build_index_on_ray
+
+    cluster.add_node("127.0.0.4", gpus=1)
+    deadline = time.monotonic() + 60
+    while ray.cluster_resources().get("GPU", 0) < 1:
+        assert time.monotonic() < deadline, ray.cluster_resources()
+        time.sleep(0.5)
+    assert not RaySteps().on_gpus()  # by default only where CUDA runs: here the pool stays one actor per CPU
+    assert RaySteps(gpus=True).pool_size() == 1 and RaySteps().pool_size() == 3
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(ARTICLE, corpus / ARTICLE.name)
+    build_index(corpus, tmp_path / "local")
+    with caplog.at_level(logging.INFO, logger="qa.cluster"):
+        build_index_on_ray(corpus, tmp_path / "gpu", address=cluster.address, gpus=True)
+    assert "embedding" in caplog.text and "on Ray: 1 actors, a GPU each" in caplog.text
+    local, remote = load(tmp_path / "local"), load(tmp_path / "gpu")
+    assert np.array_equal(remote.vector_keys, local.vector_keys)
+    assert float(np.max(np.abs(np.asarray(remote.matrix) - np.asarray(local.matrix)))) <= 1e-6
