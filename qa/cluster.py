@@ -184,12 +184,15 @@ class RaySteps:
 
         return "CUDAExecutionProvider" in ort.get_available_providers()
 
-    def pool_size(self) -> int:
-        """The embedding actors to start: as asked, else one per GPU or per ``cpus_per_actor`` CPUs of the cluster."""
+    def pool_size(self, gpus: bool | None = None) -> int:
+        """The embedding actors to start: as asked, else one per GPU or per ``cpus_per_actor`` CPUs of the cluster.
+
+        ``gpus``: whether the actors take GPUs, if already known (else :meth:`on_gpus`).
+        """
         if self.actors is not None:
             return self.actors
         resources = _ray().cluster_resources()
-        if self.on_gpus():
+        if self.on_gpus() if gpus is None else gpus:
             return max(1, int(resources.get("GPU", 1)))
         return max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
 
@@ -233,8 +236,8 @@ class RaySteps:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         items = [{"row": int(i), "text": texts[i]} for i in order]
         blocks = -(-len(texts) // self.texts_per_batch)
-        actors = min(self.pool_size(), blocks)
         gpu = self.on_gpus()
+        actors = min(self.pool_size(gpu), blocks)
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
