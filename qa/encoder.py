@@ -76,19 +76,22 @@ def providers() -> list[str]:
     process's onnxruntime has it (the ``onnxruntime-gpu`` package); without it
     the models run on the CPU, with a warning.
     """
-    if os.environ.get("QA_DEVICE", "").strip().lower() != "gpu":
+    device = os.environ.get("QA_DEVICE", "").strip().lower()
+    if device != "gpu":
+        if device not in ("", "cpu"):
+            _warn_once(f"QA_DEVICE={device!r} is neither 'cpu' nor 'gpu'; running on the CPU")
         return ["CPUExecutionProvider"]
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    _warn_no_cuda()
+    _warn_once("QA_DEVICE=gpu, but this onnxruntime cannot use CUDA (install onnxruntime-gpu); running on the CPU")
     return ["CPUExecutionProvider"]
 
 
 @functools.cache
-def _warn_no_cuda() -> None:
-    log.warning("QA_DEVICE=gpu, but this onnxruntime cannot use CUDA (install onnxruntime-gpu); running on the CPU")
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 _in_flight = 0  # model runs (questions, verifications, bulk embeddings) in this process now

@@ -76,9 +76,9 @@ def test_models_run_on_the_cpu_unless_qa_device_asks_for_a_gpu_that_onnxruntime_
 ) -> None:
     import onnxruntime as ort
 
-    from qa.encoder import _warn_no_cuda, providers
+    from qa.encoder import _warn_once, providers
 
-    _warn_no_cuda.cache_clear()  # warned once a process
+    _warn_once.cache_clear()  # each message is warned once a process
     monkeypatch.delenv("QA_DEVICE", raising=False)
     assert providers() == ["CPUExecutionProvider"]
     monkeypatch.setenv("QA_DEVICE", "gpu")
@@ -89,6 +89,10 @@ def test_models_run_on_the_cpu_unless_qa_device_asks_for_a_gpu_that_onnxruntime_
     else:  # this machine: the CPU build of onnxruntime
         assert chosen == ["CPUExecutionProvider"]
         assert "cannot use CUDA (install onnxruntime-gpu); running on the CPU" in caplog.text
+    monkeypatch.setenv("QA_DEVICE", "cuda")  # a typo of "gpu": said, not silently taken for the CPU
+    with caplog.at_level(logging.WARNING, logger="qa.encoder"):
+        assert providers() == ["CPUExecutionProvider"]
+    assert "QA_DEVICE='cuda' is neither 'cpu' nor 'gpu'" in caplog.text
 
 
 def test_tokenizer_truncates_at_256_with_dynamic_padding(reference) -> None:
