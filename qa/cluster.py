@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from qa.build import SplitFile, build_index, split_file
-from qa.embed import default_model, get_encoder
+from qa.embed import cuda_available, default_model, get_encoder
 from qa.progress import EmbeddedLog
 from qa.readers.sandbox import ReaderSandbox
 from qa.types import Manifest, QAError
@@ -178,11 +178,7 @@ class RaySteps:
         """Whether each embedding actor takes a GPU: as asked, else when the cluster has GPUs and CUDA runs here."""
         if self.gpus is not None:
             return self.gpus
-        if _ray().cluster_resources().get("GPU", 0) < 1:
-            return False
-        import onnxruntime as ort
-
-        return "CUDAExecutionProvider" in ort.get_available_providers()
+        return _ray().cluster_resources().get("GPU", 0) >= 1 and cuda_available()
 
     def pool_size(self, gpus: bool | None = None) -> int:
         """The embedding actors to start: as asked, else one per GPU or per ``cpus_per_actor`` CPUs of the cluster.
@@ -191,8 +187,10 @@ class RaySteps:
         """
         if self.actors is not None:
             return self.actors
+        if gpus is None:
+            gpus = self.on_gpus()
         resources = _ray().cluster_resources()
-        if self.on_gpus() if gpus is None else gpus:
+        if gpus:
             return max(1, int(resources.get("GPU", 1)))
         return max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
 

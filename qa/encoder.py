@@ -69,6 +69,13 @@ def threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cuda_available() -> bool:
+    """Whether this process's onnxruntime can run models with CUDA (the ``onnxruntime-gpu`` package)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def providers() -> list[str]:
     """ONNX Runtime's execution providers for this process's sessions: the CPU, unless ``$QA_DEVICE`` is ``gpu``.
 
@@ -81,9 +88,7 @@ def providers() -> list[str]:
         if device not in ("", "cpu"):
             _warn_once(f"QA_DEVICE={device!r} is neither 'cpu' nor 'gpu'; running on the CPU")
         return ["CPUExecutionProvider"]
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if cuda_available():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     _warn_once("QA_DEVICE=gpu, but this onnxruntime cannot use CUDA (install onnxruntime-gpu); running on the CPU")
     return ["CPUExecutionProvider"]
