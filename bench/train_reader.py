@@ -134,23 +134,50 @@ NEGATED = {"did": "didn't", "does": "doesn't", "do": "don't", "was": "wasn't", "
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
 
 
-def unanswerable(question: str, sentence: str, names: list[str], rng: random.Random) -> str | None:
+def names_in(sentence: str) -> set[str]:
+    """The sentence's names and short numbers (its first word is capitalised anyway, so it is left out)."""
+    return {w for w in WORD.findall(sentence)[1:] if w[0].isupper() or (w.isdigit() and len(w) <= 4)}
+
+
+def single_names(text: str) -> set[str]:
+    """Names of one word in ``text`` (neither neighbour capitalised), and numbers; the first word left out."""
+    words = WORD.findall(text)
+    found = set()
+    for k in range(1, len(words)):
+        w = words[k]
+        alone = not (words[k - 1][0].isupper() and k > 1) and not (k + 1 < len(words) and words[k + 1][0].isupper())
+        if w.isdigit() or (w[0].isupper() and alone):
+            found.add(w)
+    return found
+
+
+def unanswerable(question: str, sentence: str, names: list[str], rng: random.Random, roles: bool = False) -> str | None:
     """The question changed so that ``sentence`` no longer answers it, as SQuAD 2.0's writers did.
 
     One of: a name or number the sentence shares with the question swapped
     for another of the same article that the sentence lacks; a word swapped
     for its opposite (when the sentence lacks the opposite); a negation.
+    With ``roles``, also a shared name or number swapped for another the
+    sentence holds in another role ("How many cars did Nissan sell?" of a
+    sentence on Mitsubishi's sales that names Nissan as its rival).
     None when no change applies.
     """
     kinds: dict[str, list[tuple[int, int, str]]] = {"swap": [], "opposite": [], "negation": []}
+    if roles:
+        kinds["role"] = []
     lacking = [n for n in names if n not in sentence]
     negated = " not " in question or "n't" in question
+    others = sorted(single_names(sentence) - set(WORD.findall(question))) if roles else []
+    alone = single_names(question) if roles else set()
     for k, m in enumerate(WORD.finditer(question)):
         w = m.group()
         if k > 0 and (w[0].isupper() or w.isdigit()) and w in sentence:
             same_kind = [n for n in lacking if n.isdigit() == w.isdigit() and n != w]
             if same_kind:
                 kinds["swap"].append((m.start(), m.end(), rng.choice(same_kind)))
+            in_sentence = [n for n in others if n.isdigit() == w.isdigit()]
+            if roles and in_sentence and w in alone:
+                kinds["role"].append((m.start(), m.end(), rng.choice(in_sentence)))
         opposite = OPPOSITE.get(w.lower())
         if opposite and not re.search(rf"\b{opposite}\b", sentence, re.I):
             kinds["opposite"].append((m.start(), m.end(), opposite.capitalize() if w[0].isupper() else opposite))
@@ -166,22 +193,22 @@ def unanswerable(question: str, sentence: str, names: list[str], rng: random.Ran
     return question[:a] + new + question[b:]
 
 
-def add_unanswerable(pairs: list[dict[str, Any]], chosen: list[int], fraction: float, seed: int) -> list[int]:
+def add_unanswerable(
+    pairs: list[dict[str, Any]], chosen: list[int], fraction: float, seed: int, roles: bool = False
+) -> list[int]:
     """Append a rule-made unanswerable pair for ``fraction`` of the chosen gold pairs; their indices."""
     rng = random.Random(seed + 1)
     names: dict[str, set[str]] = {}
     for p in pairs:
         if p.get("kind") == "gold":
-            words = WORD.findall(p["sentence"])[1:]  # a sentence's first word is capitalised anyway
-            found = {w for w in words if w[0].isupper() or (w.isdigit() and len(w) <= 4)}
-            names.setdefault(p.get("article", ""), set()).update(found)
+            names.setdefault(p.get("article", ""), set()).update(names_in(p["sentence"]))
     pools = {a: sorted(v) for a, v in names.items()}
     added: list[int] = []
     for i in chosen:
         p = pairs[i]
         if p.get("kind") != "gold" or rng.random() >= fraction:
             continue
-        changed = unanswerable(p["question"], p["sentence"], pools.get(p.get("article", ""), []), rng)
+        changed = unanswerable(p["question"], p["sentence"], pools.get(p.get("article", ""), []), rng, roles)
         if changed:
             pairs.append({**p, "question": changed, "label": 0, "kind": "unanswerable", "span": None})
             added.append(len(pairs) - 1)
@@ -189,13 +216,20 @@ def add_unanswerable(pairs: list[dict[str, Any]], chosen: list[int], fraction: f
 
 
 def plan(
-    pairs: list[dict[str, Any]], questions: int | None, batch: int, seed: int, skip: int = 0, unanswerable: float = 0.0
+    pairs: list[dict[str, Any]],
+    questions: int | None,
+    batch: int,
+    seed: int,
+    skip: int = 0,
+    unanswerable: float = 0.0,
+    roles: bool = False,
 ) -> list[list[int]]:
     """The run's batches (pair indices), fixed by the seed: a resumed run takes up where it stopped.
 
     ``skip`` leaves out the first questions of the seeded draw (those a run
     given to ``--init`` trained on); ``unanswerable`` adds rule-made
-    unanswerable pairs to ``pairs`` (see ``add_unanswerable``).
+    unanswerable pairs to ``pairs``, with role swaps if ``roles`` (see
+    ``add_unanswerable``).
     """
     rng = random.Random(seed)
     groups: dict[str, list[int]] = {}
@@ -205,7 +239,7 @@ def plan(
     rng.shuffle(keys)
     chosen = [i for k in keys[skip : skip + questions if questions else None] for i in groups[k]]
     if unanswerable:
-        chosen += add_unanswerable(pairs, chosen, unanswerable, seed)
+        chosen += add_unanswerable(pairs, chosen, unanswerable, seed, roles)
     rng.shuffle(chosen)
     block = batch * BUCKET_BATCHES
     batches: list[list[int]] = []
@@ -294,7 +328,9 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
         tensors = load_file(str(args.init / "checkpoint.safetensors"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         log.info("starting from the weights in %s", args.init)
-    batches = plan(pairs, args.questions, args.batch, args.seed, args.skip_questions, args.unanswerable)
+    batches = plan(
+        pairs, args.questions, args.batch, args.seed, args.skip_questions, args.unanswerable, args.role_swaps
+    )
     batches = batches[: args.max_steps]
     steps = len(batches)
     warmup = max(1, steps // 20)
@@ -396,6 +432,11 @@ def main() -> None:
     parser.add_argument(
         "--unanswerable", type=float, default=0.0, help="add a rule-made unanswerable pair for this share of positives"
     )
+    parser.add_argument(
+        "--role-swaps",
+        action="store_true",
+        help="the unanswerable rules may also swap a name for another the sentence holds in another role",
+    )
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -446,6 +487,7 @@ def main() -> None:
         "skip_questions": args.skip_questions,
         "init": str(args.init) if args.init else None,
         "unanswerable": args.unanswerable,
+        "role_swaps": args.role_swaps,
         "pairs_file": args.pairs.name,
         "pairs_sha256": sha256(args.pairs),
         **report,

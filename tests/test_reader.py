@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     assert {"paragraph", "retrieved"} <= {r["kind"] for r in rows}
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "bench" / "train_reader.py"), str(pairs), "--out", str(out),
-               "--layers", "1", "--batch", "8", "--every", "1", "--questions", "12"]  # fmt: skip
+               "--layers", "1", "--batch", "8", "--every", "1", "--questions", "12", "--unanswerable", "0.5", "--role-swaps"]  # fmt: skip
     # a run cut off after its first steps (--stop-after), then the same command resumes it
     first = subprocess.run([*command, "--stop-after", "2"], capture_output=True, text=True, timeout=600, check=False,
                            env=env)  # fmt: skip
@@ -180,6 +181,26 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     reader = load_reader(out / "reader-int8.onnx")
     reading = reader.read("When was Harbour Town founded?", ["It was founded in 1723 by Danish traders."])[0]
     assert reading.phrase is None or 0 <= reading.phrase[0] < reading.phrase[1] <= 41
+
+
+def test_rule_made_unanswerable_questions_swap_a_name_to_one_the_sentence_holds_in_another_role_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import train_reader
+
+    question = "How many vehicles did Mitsubishi sell in 2016?"
+    sentence = "In 2016 Mitsubishi sold more vehicles than Nissan in Thailand."
+    swapped = "How many vehicles did Nissan sell in 2016?"
+    made = {train_reader.unanswerable(question, sentence, ["Honda"], random.Random(s)) for s in range(40)}
+    with_roles = {
+        train_reader.unanswerable(question, sentence, ["Honda"], random.Random(s), roles=True) for s in range(40)
+    }
+    assert swapped not in made and "How many vehicles did Honda sell in 2016?" in made
+    assert swapped in with_roles and "How many vehicles did Thailand sell in 2016?" in with_roles
+    # a name inside a longer name is left alone: "Motors" of "Nissan Motors" is not swapped in or out
+    longer = train_reader.single_names("In 2016 Nissan Motors sold more than Mitsubishi.")
+    assert longer == {"2016", "Mitsubishi"}
 
 
 def test_an_answer_leads_with_its_phrase_whose_offsets_give_back_its_text(
