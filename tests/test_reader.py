@@ -167,7 +167,8 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     assert {"paragraph", "retrieved"} <= {r["kind"] for r in rows}
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "bench" / "train_reader.py"), str(pairs), "--out", str(out),
-               "--layers", "1", "--batch", "8", "--every", "1", "--questions", "12", "--unanswerable", "0.5", "--role-swaps"]  # fmt: skip
+               "--layers", "1", "--batch", "8", "--every", "1", "--questions", "12",
+               "--unanswerable", "0.5", "--role-swaps"]  # fmt: skip
     # a run cut off after its first steps (--stop-after), then the same command resumes it
     first = subprocess.run([*command, "--stop-after", "2"], capture_output=True, text=True, timeout=600, check=False,
                            env=env)  # fmt: skip
