@@ -144,10 +144,10 @@ def single_names(text: str) -> set[str]:
     words = WORD.findall(text)
     found = set()
     for k in range(1, len(words)):
-        w = words[k]
-        alone = not (words[k - 1][0].isupper() and k > 1) and not (k + 1 < len(words) and words[k + 1][0].isupper())
-        if w.isdigit() or (w[0].isupper() and alone):
-            found.add(w)
+        after_name = k > 1 and words[k - 1][0].isupper()  # the first word is capitalised anyway
+        before_name = k + 1 < len(words) and words[k + 1][0].isupper()
+        if words[k].isdigit() or (words[k][0].isupper() and not after_name and not before_name):
+            found.add(words[k])
     return found
 
 
@@ -162,9 +162,7 @@ def unanswerable(question: str, sentence: str, names: list[str], rng: random.Ran
     sentence on Mitsubishi's sales that names Nissan as its rival).
     None when no change applies.
     """
-    kinds: dict[str, list[tuple[int, int, str]]] = {"swap": [], "opposite": [], "negation": []}
-    if roles:
-        kinds["role"] = []
+    kinds: dict[str, list[tuple[int, int, str]]] = {"swap": [], "opposite": [], "negation": [], "role": []}
     lacking = [n for n in names if n not in sentence]
     negated = " not " in question or "n't" in question
     others = sorted(single_names(sentence) - set(WORD.findall(question))) if roles else []
@@ -175,8 +173,8 @@ def unanswerable(question: str, sentence: str, names: list[str], rng: random.Ran
             same_kind = [n for n in lacking if n.isdigit() == w.isdigit() and n != w]
             if same_kind:
                 kinds["swap"].append((m.start(), m.end(), rng.choice(same_kind)))
-            in_sentence = [n for n in others if n.isdigit() == w.isdigit()]
-            if roles and in_sentence and w in alone:
+            in_sentence = [n for n in others if n.isdigit() == w.isdigit()]  # none without roles
+            if in_sentence and w in alone:
                 kinds["role"].append((m.start(), m.end(), rng.choice(in_sentence)))
         opposite = OPPOSITE.get(w.lower())
         if opposite and not re.search(rf"\b{opposite}\b", sentence, re.I):
