@@ -15,8 +15,9 @@ export TRANSFORMERS_OFFLINE := 1
 run: install index
 	$(BIN)/qa serve
 
+# In a network namespace of its own with loopback alone (tests/netns.py): no server a test starts is reachable from elsewhere.
 test: install chromium
-	$(BIN)/pytest -q
+	$(BIN)/python -m tests.netns $(BIN)/pytest -q
 
 # docs/screenshot.png and docs/screenshot-abstained.png are tracked: only this target rewrites them (the browser test reads QA_SCREENSHOT).
 screenshot: install chromium

@@ -6,9 +6,12 @@ a ``--node-ip-address`` or ``--address`` into the machine's network address,
 so the nodes take other loopback addresses, which it keeps: the head
 127.0.0.2, the second node 127.0.0.3. Ray 2.60 binds its gRPC servers
 (raylets, GCS, dashboard agents) to loopback only for 127.0.0.1, so these
-also listen on the machine's other interfaces; keeping 127.0.0.1
+listen on every interface; keeping 127.0.0.1
 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) makes ``ray start`` refuse a second
-node. Clients, the driver and the tests only ever connect on loopback.
+node. ``make test`` therefore runs the suite in a network namespace of its
+own whose one interface is loopback (``tests/netns.py``), so that even
+these listen on loopback alone; :meth:`RayCluster.listening` lists what the
+cluster listens on. Clients, the driver and the tests only ever connect on loopback.
 
 ``ray stop`` would end every Ray process on the machine, another test run's
 cluster included, so :meth:`RayCluster.stop` ends only this cluster's
@@ -19,6 +22,7 @@ line, and their children.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import signal
@@ -128,6 +132,18 @@ class RayCluster:
         table = _processes()
         return sorted(pid for pid in self._pids if pid in table and name_part in table[pid][1] and _alive(pid))
 
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every TCP socket this cluster's live processes listen on."""
+        inodes: set[str] = set()
+        for pid in self.processes(""):
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd)
+                        if target.startswith("socket:["):
+                            inodes.add(target[8:-1])
+        return {address for inode, address in _listening_sockets().items() if inode in inodes}
+
 
 def _processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) of every process this user can see (Linux /proc)."""
@@ -143,6 +159,21 @@ def _processes() -> dict[int, tuple[int, str]]:
             continue
         table[int(entry.name)] = (parent, args)
     return table
+
+
+def _listening_sockets() -> dict[str, tuple[str, int]]:
+    """Socket inode -> (address, port) of every listening TCP socket in this network namespace (Linux /proc)."""
+    found: dict[str, tuple[str, int]] = {}
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A":  # LISTEN
+                    hex_address, hex_port = fields[1].split(":")
+                    # The address in host byte order, 32 bits at a time (little-endian here).
+                    raw = b"".join(bytes.fromhex(hex_address[i : i + 8])[::-1] for i in range(0, len(hex_address), 8))
+                    found[fields[9]] = (str(ipaddress.ip_address(raw)), int(hex_port, 16))
+    return found
 
 
 def _environment(pid: int) -> list[bytes]:

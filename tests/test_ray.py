@@ -22,12 +22,14 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests import netns
 from tests.conftest import ARTICLE, ROOT, free_port
 from tests.ray_cluster import RayCluster
 
@@ -187,6 +189,27 @@ def test_a_ray_build_equals_a_local_build(local_index: Path, ray_index: Path) ->
         assert (y.text, y.abstained) == (x.text, x.abstained), question
         assert y.confidence == pytest.approx(x.confidence, abs=1e-5)
         assert [(s.doc, s.start, s.end) for s in y.sources] == [(s.doc, s.start, s.end) for s in x.sources]
+
+
+def on_loopback(address: str) -> bool:
+    ip = ip_address(address)
+    return bool((getattr(ip, "ipv4_mapped", None) or ip).is_loopback)  # ::ffff:127.0.0.2 too
+
+
+def test_nothing_the_cluster_listens_on_can_be_reached_from_another_machine(cluster: RayCluster) -> None:
+    """Ray 2.60 listens on every interface for node addresses other than 127.0.0.1 (``tests/ray_cluster.py``).
+
+    ``make test`` runs the suite in a network namespace of its own whose one
+    interface is loopback (``tests/netns.py``), so even those listeners are
+    loopback only.
+    """
+    listening = cluster.listening()
+    assert len({port for _, port in listening}) >= 3, listening  # at least the GCS and each node's raylet
+    everywhere = sorted(f"{address}:{port}" for address, port in listening if not on_loopback(address))
+    if everywhere and os.environ.get(netns.ENV) != "1":
+        pytest.skip(f"{len(everywhere)} Ray listeners on every interface: run python -m tests.netns pytest")
+    if everywhere:
+        assert netns.interfaces() == ["lo"], everywhere
 
 
 class _KillOnProgress(logging.Handler):
