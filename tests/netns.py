@@ -51,6 +51,30 @@ def enter() -> str | None:
     return None
 
 
+def refusal() -> str | None:
+    """Why :func:`enter` would fail here (tried in a child process), or None.
+
+    A kernel may allow the namespace but not the set-up after it (AppArmor's
+    restriction of unprivileged user namespaces does that), and a process
+    cannot leave a namespace whose loopback it could not bring up.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: try, and say why not
+        os.close(read)
+        try:
+            reason = enter() or ""
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        os.write(write, reason.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        reason = f.read().decode()
+    os.waitpid(pid, 0)
+    return reason or None
+
+
 def interfaces() -> list[str]:
     """The network interfaces this process sees."""
     return [name for _, name in socket.if_nameindex()]
@@ -59,7 +83,7 @@ def interfaces() -> list[str]:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit("usage: python -m tests.netns COMMAND [ARGS ...]")
-    refused = enter()
+    refused = refusal() or enter()
     if refused is None:
         os.environ[ENV] = "1"
     else:

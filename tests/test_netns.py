@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 SHOW = "import os, socket; print(os.getuid(), [n for _, n in socket.if_nameindex()], os.environ.get('QA_TEST_NETNS'))"
@@ -21,3 +23,22 @@ def test_a_command_run_in_the_namespace_sees_loopback_alone_as_the_same_user() -
         assert run.stdout.split()[0] == str(os.getuid())
         return
     assert run.stdout.strip() == f"{os.getuid()} ['lo'] 1"
+
+
+def test_where_the_kernel_refuses_a_namespace_the_command_runs_as_it_is_and_says_so() -> None:
+    # A user namespace allowed no namespaces under it stands for a kernel that refuses them.
+    refuse = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
+    command = [sys.executable, "-m", "tests.netns", sys.executable, "-c", SHOW]
+    outside = {k: v for k, v in os.environ.items() if k != "QA_TEST_NETNS"}  # as if run outside make test's
+    try:
+        run = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", refuse, "sh", *command],
+            cwd=ROOT, env=outside, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("no unshare command (util-linux)")
+    if run.returncode != 0 and "max_user_namespaces" in run.stderr:
+        pytest.skip(f"no user namespace to refuse in: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr
+    assert "tests.netns: no network namespace of its own" in run.stderr
+    assert run.stdout.split()[-1] == "None"  # not marked as inside one
