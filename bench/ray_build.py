@@ -10,8 +10,10 @@ is built from scratch three times, into fresh index folders:
 2. on Ray with one one-CPU worker node (a head node started with ``ray start``);
 3. on Ray with two one-CPU worker nodes (a second node joins).
 
-The cluster runs on this machine, loopback only (``tests/ray_cluster.py``),
-and is stopped afterwards; each Ray build starts once the cluster's processes are
+The cluster runs on this machine (``tests/ray_cluster.py``), connected on
+loopback; run the bench as ``python -m tests.netns .venv/bin/python
+bench/ray_build.py`` for listeners on loopback alone, as in ``make test``. It
+is stopped afterwards; each Ray build starts once the cluster's processes are
 idle (a node's agents go on starting after it joins). With ``--address`` an existing cluster is used
 instead, with one and then two embedding actors (``--actors``). A rate is
 texts embedded / the whole build's seconds (reading, splitting, embedding,
