@@ -76,6 +76,11 @@ def refusal() -> str | None:
     return reason or None
 
 
+def inside() -> bool:
+    """Whether this process runs in a namespace this module made (or under one)."""
+    return os.environ.get(ENV) == "1"
+
+
 def interfaces() -> list[str]:
     """The network interfaces this process sees."""
     return [name for _, name in socket.if_nameindex()]
