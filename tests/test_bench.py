@@ -29,6 +29,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO
 SMOKE = {
     "api_latency.py": "test_api_latency_times_both_ways_and_checks_they_agree",
     "app_latency.py": "test_app_latency_serves_and_times_a_few_questions",
+    "calibrator_ceiling.py": "test_calibrator_ceiling_fits_each_calibrator_on_a_tiny_squad_file",
     "document_encoder.py": "test_document_encoder_compares_the_models_on_a_few_paragraphs",
     "fault_load.py": "test_fault_load_finds_no_inconsistent_answer_in_a_short_run",
     "hostile_inputs.py": "test_hostile_inputs_reports_the_cheap_cases",
@@ -195,3 +196,17 @@ def test_phrase_decoding_scores_the_shipped_reader_on_a_tiny_squad_file(tmp_path
     # the tiny file's answers are short names and numbers inside the sentence: the reader finds most
     f1 = {line.split()[0]: float(line.split()[-1]) for line in lines[1:]}
     assert set(f1) == {"base", "len0.1"} and f1["base"] > 0.5
+
+
+def test_calibrator_ceiling_fits_each_calibrator_on_a_tiny_squad_file(tmp_path: Path) -> None:
+    squad = write_tiny_squad(tmp_path)
+    out = run("calibrator_ceiling.py", ROOT / "qa" / "models" / "reader-int8.onnx",
+              "--squad", squad, "--work", tmp_path / "work", "--folds", 3)  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0] == "63 examples, 21 answerable"  # each question answerable, answer-dropped and off-corpus
+    rows = {" ".join(line.split()[:2]): line for line in lines[1:]}
+    assert set(rows) == {"reader logistic", "+names logistic", "all logistic", "all trees"}
+    for line in rows.values():
+        shares = line.split("abstained: ")[1].split()
+        assert shares[0::2] == ["answerable", "dropped", "off_corpus"]
+        assert all(0.0 <= float(share) <= 1.0 for share in shares[1::2])

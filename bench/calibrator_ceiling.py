@@ -1,0 +1,146 @@
+"""How far other calibrators get with the reader's scores: abstention at the shipped 3.5% budget, by model.
+
+    .venv/bin/python bench/calibrator_ceiling.py READER.onnx [--squad FILE] [--corpus-from FILE] [--work /tmp/sq/w]
+
+Reads the candidates ``qa eval --squad FILE --work WORK --verifier READER``
+collected and cached in WORK (collected here where missing, as ``qa eval``
+collects them: about 15 minutes for squad-tune). For each question under each condition (answerable; answer-dropped;
+off-corpus; with a SQuAD v2.0 file, unanswerable) the candidate the reader
+scores highest is the answer, and a calibrator predicts whether it holds the
+answer. Calibrators are fit on four folds of articles and scored on the
+fifth (``qa.squad.folds_of``), and the threshold is the 3.5% quantile of the
+held-out answerable questions' scores, as ``qa train`` sets it:
+
+- ``reader``: logistic regression on the reader's logit, its lead over the
+  second and the best cosine of any candidate (the shipped calibrator's
+  core, without the first-stage ranker);
+- ``+names``: the same and how many of the question's names and numbers the
+  sentence, its previous sentence and its document's title lack;
+- ``all``: logistic regression on every ranker feature of the answer
+  (``qa.rank.FEATURES``) and the reader's scores of the others;
+- ``trees``: gradient-boosted trees on the same as ``all``.
+
+Printed: top-1 (an abstention is a miss) and the share of each condition
+abstained. Where none moves the abstention, the limit is how well the
+reader's logit tells answering sentences from the rest, not the calibrator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qa import train  # noqa: E402
+from qa.rank import FEATURES  # noqa: E402
+from qa.squad import folds_of  # noqa: E402
+
+TUNE = ROOT.parent / "shared" / "data" / "squad-tune" / "squad-v1.1-dev-tune.json.gz"
+QUANTILE = 0.035
+# A name: a capitalised word past the question's first, or a number; question words and the like are not.
+_NAME = re.compile(r"\b(?:[A-Z][\w'’-]*|\d[\d,.]*)")
+_NOT_NAMES = frozenset(
+    re.findall(
+        r"\w+",
+        "What Who Whom Whose When Where Which Why How In On At The A An Of For To By During After "
+        "Before From As Is Was Are Were Did Do Does I If Besides According Along With Other Than",
+    )
+)
+CONDITIONS = ("answerable", "dropped", "off_corpus", "unanswerable")
+
+
+def names(question: str) -> list[str]:
+    found = []
+    for m in _NAME.finditer(question):
+        word = m.group(0).removesuffix("'s").removesuffix("’s").rstrip(".,")
+        if m.start() > 0 and word not in _NOT_NAMES and len(word) > 1:
+            found.append(word.lower())
+    return found
+
+
+def rows(examples: list[train.Example], sentences: Any) -> list[dict[str, Any]]:
+    """Per example: its condition, article, whether the reader's choice holds the answer, and the inputs."""
+    v = FEATURES.index("verifier")
+    out = []
+    for e in examples:
+        if not len(e.ids):
+            continue
+        read = e.x[:, v + 1] > 0
+        logits = np.where(read, e.x[:, v], -10.0)
+        best = int(np.argmax(logits))
+        ranked = np.sort(logits)[::-1]
+        second = float(ranked[1]) if len(ranked) > 1 else -10.0
+        i = int(e.ids[best])
+        s = sentences[i]
+        previous = sentences[i - 1].text if i > 0 and sentences[i - 1].doc == s.doc else ""
+        seen = f"{s.text} {previous} {s.doc.replace('_', ' ')}".lower()
+        missing = sum(1 for n in names(e.question.question) if n not in seen)
+        reader = [float(ranked[0]), float(ranked[0]) - second, float(e.x[:, 0].max())]
+        extra = [second, float(ranked[2]) if len(ranked) > 2 else -10.0, float(read.sum()), float(e.x[:, 4].max())]
+        out.append({
+            "condition": e.condition, "article": e.question.article,
+            "hit": e.condition == "answerable" and bool(e.labels[best]),
+            "reader": reader, "+names": [*reader, float(missing)],
+            "all": [*reader, float(missing), *e.x[best].tolist(), *extra],
+        })  # fmt: skip
+    return out
+
+
+def model(name: str) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "trees":
+        return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+
+
+def held_out(table: list[dict[str, Any]], inputs: str, name: str, fold_of: dict[str, int]) -> dict[str, float]:
+    x = np.array([r[inputs] for r in table], dtype=np.float64)
+    y = np.array([r["hit"] for r in table])
+    fold = np.array([fold_of[r["article"]] for r in table])
+    p = np.zeros(len(table))
+    for k in sorted(set(fold.tolist())):
+        p[fold == k] = model(name).fit(x[fold != k], y[fold != k]).predict_proba(x[fold == k])[:, 1]
+    condition = np.array([r["condition"] for r in table])
+    answerable = condition == "answerable"
+    threshold = float(np.quantile(p[answerable], QUANTILE))
+    result = {"top1": float(np.mean(y[answerable] & (p[answerable] >= threshold)))}
+    for c in CONDITIONS:
+        if (condition == c).any():
+            result[c] = float(np.mean(p[condition == c] < threshold))
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reader", type=Path, help="the reader the candidates were scored with (qa eval --verifier)")
+    parser.add_argument("--squad", type=Path, default=TUNE, help="SQuAD v1.1 or v2.0 file (default squad-tune)")
+    parser.add_argument("--corpus-from", type=Path, help="as qa eval takes it (a v2.0 file against squad-tune)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sq/w"), help="qa eval's --work")
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args()
+
+    data, engine, questions = train.open_squad(args.squad, args.work, corpus_from=args.corpus_from)
+    examples = train.collect_cached(data, engine, questions, work=args.work, verifier=args.reader, folds=args.folds)
+    table = rows(examples, engine.retriever().data.sentences)
+    fold_of = folds_of(data, args.folds)
+    print(f"{len(table)} examples, {sum(r['condition'] == 'answerable' for r in table)} answerable")
+    for inputs, name in (("reader", "logistic"), ("+names", "logistic"), ("all", "logistic"), ("all", "trees")):
+        result = held_out(table, inputs, name, fold_of)
+        shares = " ".join(f"{c} {result[c]:.3f}" for c in CONDITIONS if c in result)
+        print(f"{inputs:7} {name:9} top-1 {result['top1']:.4f}  abstained: {shares}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
