@@ -17,7 +17,10 @@ is stopped afterwards; each Ray build starts once the cluster's processes are
 idle (a node's agents go on starting after it joins). With ``--address`` an existing cluster is used
 instead, with one and then two embedding actors (``--actors``). A rate is
 texts embedded / the whole build's seconds (reading, splitting, embedding,
-BM25, search index, writing). Printed: each build's rate, then two worker
+BM25, search index, writing). Beside it, how busy the machine's cores were
+over the build (``/proc/stat``: every process, Ray's own and the driver
+included): a build near 100% is bound by the cores, and only less work, not
+more overlap, makes it faster. Printed: each build's rate, then two worker
 nodes against one (target ≥ 1.7) and Ray's two against the local build on
 the same two cores (target: within 15%, ≥ 0.85). One run is one round: Ray
 reads its cluster settings once a process, and a local build in the same
@@ -60,18 +63,32 @@ def write_corpus(corpus: Path, articles: int, bbc: Path) -> None:
             target.write_bytes(z.read(name))
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's (busy, total) CPU time since boot, in clock ticks, every core and process together."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
     if index.exists():
         shutil.rmtree(index)
+    busy_before, total_before = cpu_times()
     started = time.perf_counter()
     manifest = build(index)
     seconds = time.perf_counter() - started
+    busy_after, total_after = cpu_times()
     report = manifest.build
     texts = int(report["embedded"])
+    busy = (busy_after - busy_before) / max(total_after - total_before, 1)
     row = {"build": name, "texts": texts, "seconds": round(seconds, 2), "texts_per_s": round(texts / seconds, 1),
-           "split_s": report.get("split_seconds"), "embed_s": report.get("embed_seconds")}  # fmt: skip
+           "split_s": report.get("split_seconds"), "embed_s": report.get("embed_seconds"),
+           "cores_busy": round(busy, 3)}  # fmt: skip
     print(f"{name:24} {texts:6} texts in {seconds:7.2f} s: {texts / seconds:7.1f} texts/s "
-          f"(reading {row['split_s']} s, embedding after it {row['embed_s']} s)", flush=True)  # fmt: skip
+          f"(reading {row['split_s']} s, embedding after it {row['embed_s']} s; "
+          f"the machine's cores busy {100 * busy:.0f}% of it)", flush=True)  # fmt: skip
     return row
 
 

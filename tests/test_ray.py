@@ -414,6 +414,7 @@ def test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles(cluste
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray, 2 one-CPU workers" in done.stdout and "two workers / one:" in done.stdout
+    assert done.stdout.count("the machine's cores busy") == 3
 
 
 def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
