@@ -16,13 +16,19 @@ held-out answerable questions' scores, as ``qa train`` sets it:
   core, without the first-stage ranker);
 - ``+names``: the same and how many of the question's names and numbers the
   sentence, its previous sentence and its document's title lack;
-- ``all``: logistic regression on every ranker feature of the answer
-  (``qa.rank.FEATURES``) and the reader's scores of the others;
+- ``all``: logistic regression on the inputs of ``+names``, every ranker
+  feature of the answer (``qa.rank.FEATURES``), the reader's second and third
+  logits, how many candidates it read and the best BM25 of any;
 - ``trees``: gradient-boosted trees on the same as ``all``.
 
-Printed: top-1 (an abstention is a miss) and the share of each condition
-abstained. Where none moves the abstention, the limit is how well the
-reader's logit tells answering sentences from the rest, not the calibrator.
+Printed: how many of the reader's choices lack a name of the question, by
+condition; then per calibrator top-1 (an abstention is a miss) and the share
+of each condition abstained. The answer is the reader's choice and the
+threshold is fit on the one corpus alone, so ``reader`` is the baseline to
+compare with, not ``qa eval``'s figures. Where no calibrator gains on one
+condition without losing on another, the limit is how well the reader's
+logit tells answering sentences from the rest, not the calibrator.
+Questions with no candidate at all are left out (counted in the first line).
 """
 
 from __future__ import annotations
@@ -41,11 +47,12 @@ sys.path.insert(0, str(ROOT))
 from qa import train  # noqa: E402
 from qa.rank import FEATURES  # noqa: E402
 from qa.squad import folds_of  # noqa: E402
+from qa.train import ABSTAIN_QUANTILE  # noqa: E402
 
 TUNE = ROOT.parent / "shared" / "data" / "squad-tune" / "squad-v1.1-dev-tune.json.gz"
-QUANTILE = 0.035
 # A name: a capitalised word past the question's first, or a number; question words and the like are not.
-_NAME = re.compile(r"\b(?:[A-Z][\w'’-]*|\d[\d,.]*)")
+# It is missing when no word of the sentence, its previous sentence or its document's title is that word.
+_WORD = re.compile(r"\d[\d,.]*\d|\d|[^\W\d_][\w-]*")  # a number (1,500 or 3.5) or a word, apostrophes apart
 _NOT_NAMES = frozenset(
     re.findall(
         r"\w+",
@@ -58,16 +65,21 @@ CONDITIONS = ("answerable", "dropped", "off_corpus", "unanswerable")
 
 def names(question: str) -> list[str]:
     found = []
-    for m in _NAME.finditer(question):
-        word = m.group(0).removesuffix("'s").removesuffix("’s").rstrip(".,")
-        if m.start() > 0 and word not in _NOT_NAMES and len(word) > 1:
+    for m in _WORD.finditer(question):
+        word = m.group(0)
+        named = word[0].isupper() and len(word) > 1 and word not in _NOT_NAMES
+        if m.start() > 0 and (named or word[0].isdigit()):
             found.append(word.lower())
     return found
 
 
+def words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
 def rows(examples: list[train.Example], sentences: Any) -> list[dict[str, Any]]:
     """Per example: its condition, article, whether the reader's choice holds the answer, and the inputs."""
-    v = FEATURES.index("verifier")
+    v, bm25 = FEATURES.index("verifier"), FEATURES.index("bm25")
     out = []
     for e in examples:
         if not len(e.ids):
@@ -80,10 +92,10 @@ def rows(examples: list[train.Example], sentences: Any) -> list[dict[str, Any]]:
         i = int(e.ids[best])
         s = sentences[i]
         previous = sentences[i - 1].text if i > 0 and sentences[i - 1].doc == s.doc else ""
-        seen = f"{s.text} {previous} {s.doc.replace('_', ' ')}".lower()
+        seen = words(f"{s.text} {previous} {s.doc.replace('_', ' ')}")
         missing = sum(1 for n in names(e.question.question) if n not in seen)
         reader = [float(ranked[0]), float(ranked[0]) - second, float(e.x[:, 0].max())]
-        extra = [second, float(ranked[2]) if len(ranked) > 2 else -10.0, float(read.sum()), float(e.x[:, 4].max())]
+        extra = [second, float(ranked[2]) if len(ranked) > 2 else -10.0, float(read.sum()), float(e.x[:, bm25].max())]
         out.append({
             "condition": e.condition, "article": e.question.article,
             "hit": e.condition == "answerable" and bool(e.labels[best]),
@@ -113,7 +125,7 @@ def held_out(table: list[dict[str, Any]], inputs: str, name: str, fold_of: dict[
         p[fold == k] = model(name).fit(x[fold != k], y[fold != k]).predict_proba(x[fold == k])[:, 1]
     condition = np.array([r["condition"] for r in table])
     answerable = condition == "answerable"
-    threshold = float(np.quantile(p[answerable], QUANTILE))
+    threshold = float(np.quantile(p[answerable], ABSTAIN_QUANTILE))
     result = {"top1": float(np.mean(y[answerable] & (p[answerable] >= threshold)))}
     for c in CONDITIONS:
         if (condition == c).any():
@@ -134,7 +146,16 @@ def main() -> int:
     examples = train.collect_cached(data, engine, questions, work=args.work, verifier=args.reader, folds=args.folds)
     table = rows(examples, engine.retriever().data.sentences)
     fold_of = folds_of(data, args.folds)
-    print(f"{len(table)} examples, {sum(r['condition'] == 'answerable' for r in table)} answerable")
+    answerable = sum(r["condition"] == "answerable" for r in table)
+    print(f"{len(table)} examples, {answerable} answerable ({len(examples) - len(table)} without a candidate)")
+    kinds = {"right": lambda r: r["hit"], "wrong": lambda r: r["condition"] == "answerable" and not r["hit"]}
+    kinds.update({c: lambda r, c=c: r["condition"] == c for c in CONDITIONS[1:]})
+    lacking = []
+    for kind, chosen in kinds.items():
+        picked = [r["+names"][3] > 0 for r in table if chosen(r)]
+        if picked:
+            lacking.append(f"{kind} {np.mean(picked):.3f}")
+    print("the reader's choice lacks a name of the question: " + " ".join(lacking))
     for inputs, name in (("reader", "logistic"), ("+names", "logistic"), ("all", "logistic"), ("all", "trees")):
         result = held_out(table, inputs, name, fold_of)
         shares = " ".join(f"{c} {result[c]:.3f}" for c in CONDITIONS if c in result)

@@ -88,7 +88,7 @@ def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
            "cores_busy": round(busy, 3)}  # fmt: skip
     print(f"{name:24} {texts:6} texts in {seconds:7.2f} s: {texts / seconds:7.1f} texts/s "
           f"(reading {row['split_s']} s, embedding after it {row['embed_s']} s; "
-          f"the machine's cores busy {100 * busy:.0f}% of it)", flush=True)  # fmt: skip
+          f"the machine's cores busy {100 * busy:.1f}% of it)", flush=True)  # fmt: skip
     return row
 
 

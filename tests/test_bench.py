@@ -203,8 +203,10 @@ def test_calibrator_ceiling_fits_each_calibrator_on_a_tiny_squad_file(tmp_path: 
     out = run("calibrator_ceiling.py", ROOT / "qa" / "models" / "reader-int8.onnx",
               "--squad", squad, "--work", tmp_path / "work", "--folds", 3)  # fmt: skip
     lines = out.splitlines()
-    assert lines[0] == "63 examples, 21 answerable"  # each question answerable, answer-dropped and off-corpus
-    rows = {" ".join(line.split()[:2]): line for line in lines[1:]}
+    # each question answerable, answer-dropped and off-corpus
+    assert lines[0] == "63 examples, 21 answerable (0 without a candidate)"
+    assert lines[1].startswith("the reader's choice lacks a name of the question: right ")
+    rows = {" ".join(line.split()[:2]): line for line in lines[2:]}
     assert set(rows) == {"reader logistic", "+names logistic", "all logistic", "all trees"}
     for line in rows.values():
         shares = line.split("abstained: ")[1].split()
