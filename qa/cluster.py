@@ -42,7 +42,9 @@ from qa.types import Manifest, QAError
 log = logging.getLogger(__name__)
 
 FILES_PER_TASK = 16  # files one reading task takes: a round trip per few dozen milliseconds of splitting
-TEXTS_PER_BATCH = 512  # texts an embedding actor takes at a time (it sub-batches by length, as a local build)
+TEXTS_PER_BATCH = 512  # most texts an embedding actor takes at a time (it sub-batches by length, as a local build)
+# The last batches shrink, down to this many texts, so that the actors finish together (see ``batch_sizes``).
+SMALLEST_BATCH = 64
 RETRIES = 3  # times a task, or an actor and its batch, is retried after its worker dies
 
 
@@ -137,6 +139,25 @@ class _Embedder:
         return {"row": batch["row"], "vector": vectors}
 
 
+def batch_sizes(texts: int, largest: int, actors: int, smallest: int = SMALLEST_BATCH) -> list[int]:
+    """How many texts each batch of a pool of ``actors`` holds, in order: ``largest`` until the end nears.
+
+    A batch holds at most the texts left ÷ (2 × ``actors``), and at least
+    ``smallest``: with the texts longest first, the last batches are small
+    and quick, so no actor computes alone at the end while the others wait.
+
+    >>> batch_sizes(3000, 512, 2)
+    [512, 512, 494, 370, 278, 208, 156, 117, 88, 66, 64, 64, 64, 7]
+    """
+    sizes = []
+    left = texts
+    while left > 0:
+        size = min(largest, max(smallest, left // (2 * actors)), left)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 class RaySteps:
     """A build's reading and embedding on the Ray cluster this process is connected to (``qa.build.BuildSteps``).
 
@@ -225,17 +246,22 @@ class RaySteps:
         if not texts:
             return out
         _ray()  # a clear error when Ray is missing
+        import pyarrow as pa  # Ray Data's own dependency
         import ray
         import ray.data
 
-        # Texts of similar length share a batch (little padding), longest first: the last batches handed
-        # out are the quickest, so no actor is left with a long one while the others wait. A block is
-        # one batch, the unit an actor takes. "row" puts each vector back in place.
+        # Texts of similar length share a batch (little padding), longest first, and the last batches
+        # are smaller (batch_sizes): the last handed out are the quickest, so no actor is left with a
+        # long one while the others wait. A block is one batch, the unit an actor takes. "row" puts
+        # each vector back in place.
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        items = [{"row": int(i), "text": texts[i]} for i in order]
-        blocks = -(-len(texts) // self.texts_per_batch)
         gpu = self.on_gpus()
-        actors = min(self.pool_size(gpu), blocks)
+        actors = min(self.pool_size(gpu), -(-len(texts) // self.texts_per_batch))
+        blocks, start = [], 0
+        for size in batch_sizes(len(texts), self.texts_per_batch, actors):
+            rows = order[start : start + size]
+            blocks.append(pa.table({"row": rows.astype(np.int64), "text": [texts[i] for i in rows]}))
+            start += size
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
@@ -252,9 +278,11 @@ class RaySteps:
             # max_restarts and max_task_retries still reach the actors as remote arguments in Ray 2.60
             # (pinned); map_batches has no named parameter for them yet, and warns.
             warnings.simplefilter("ignore")
-            dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            dataset = ray.data.from_arrow(blocks).map_batches(
                 embedder,
-                batch_size=self.texts_per_batch,
+                # Each block whole. Ray Data requires a batch size with GPUs, and then bundles the small
+                # last blocks into one: GPU actors get batches of texts_per_batch throughout.
+                batch_size=self.texts_per_batch if gpu else None,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=self.cpus_per_actor,

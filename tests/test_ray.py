@@ -191,6 +191,19 @@ def test_a_ray_build_equals_a_local_build(local_index: Path, ray_index: Path) ->
         assert [(s.doc, s.start, s.end) for s in y.sources] == [(s.doc, s.start, s.end) for s in x.sources]
 
 
+@pytest.mark.parametrize(("texts", "actors"), [(9660, 2), (9660, 1), (37584, 16), (100, 4), (1, 2)])
+def test_the_last_batches_shrink_so_the_actors_finish_together(texts: int, actors: int) -> None:
+    from qa.cluster import SMALLEST_BATCH, TEXTS_PER_BATCH, batch_sizes
+
+    sizes = batch_sizes(texts, TEXTS_PER_BATCH, actors)
+    assert sum(sizes) == texts and all(0 < n <= TEXTS_PER_BATCH for n in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # the texts come longest first: the quickest batches last
+    # At the end, while one actor takes the last batch, each other has at most a small one to finish.
+    assert all(n <= SMALLEST_BATCH for n in sizes[-actors:])
+    if texts > 2 * actors * TEXTS_PER_BATCH:
+        assert sizes[0] == TEXTS_PER_BATCH
+
+
 def on_loopback(address: str) -> bool:
     ip = ip_address(address)
     return bool((getattr(ip, "ipv4_mapped", None) or ip).is_loopback)  # ::ffff:127.0.0.2 too
