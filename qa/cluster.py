@@ -139,20 +139,20 @@ class _Embedder:
         return {"row": batch["row"], "vector": vectors}
 
 
-def batch_sizes(texts: int, largest: int, actors: int, smallest: int = SMALLEST_BATCH) -> list[int]:
-    """How many texts each batch of a pool of ``actors`` holds, in order: ``largest`` until the end nears.
+def batch_sizes(items: int, largest: int, workers: int, smallest: int = SMALLEST_BATCH) -> list[int]:
+    """How many items each batch for ``workers`` side by side holds, in order: ``largest`` until the end nears.
 
-    A batch holds at most the texts left ÷ (2 × ``actors``), and at least
-    ``smallest``: with the texts longest first, the last batches are small
-    and quick, so no actor computes alone at the end while the others wait.
+    A batch holds at most the items left ÷ (2 × ``workers``), and at least
+    ``smallest``: the last batches are small and quick (the texts come longest
+    first), so no worker computes alone at the end while the others wait.
 
     >>> batch_sizes(3000, 512, 2)
     [512, 512, 494, 370, 278, 208, 156, 117, 88, 66, 64, 64, 64, 7]
     """
     sizes = []
-    left = texts
+    left = items
     while left > 0:
-        size = min(largest, max(smallest, left // (2 * actors)), left)
+        size = min(largest, max(smallest, left // (2 * workers)), left)
         sizes.append(size)
         left -= size
     return sizes
@@ -216,7 +216,7 @@ class RaySteps:
         return max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
 
     def split(self, files: Sequence[tuple[str, str]]) -> Iterator[SplitFile]:
-        """Each file read and split by a Ray task (``files_per_task`` a task), yielded in the order given.
+        """Each file read and split by a Ray task (``files_per_task`` a task, fewer at the end), yielded in order.
 
         Tasks run ahead of what has been yielded by a window of four per CPU, so a
         huge corpus never has all its splits waiting in the object store.
@@ -225,8 +225,12 @@ class RaySteps:
             return
         ray = _ray()
         read = ray.remote(max_retries=self.retries, num_cpus=1)(_read_files)
-        chunks = [list(files[i : i + self.files_per_task]) for i in range(0, len(files), self.files_per_task)]
-        window = max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        chunks, start = [], 0
+        for size in batch_sizes(len(files), self.files_per_task, cpus, smallest=1):  # fewer files at the end
+            chunks.append(list(files[start : start + size]))
+            start += size
+        window = max(2, 4 * cpus)
         pending: deque[Any] = deque()
         submitted = 0
         while submitted < len(chunks) or pending:
