@@ -29,7 +29,7 @@ import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,9 @@ TEXTS_PER_BATCH = 512  # most texts an embedding actor takes at a time (it sub-b
 # The last batches shrink, down to this many texts, so that the actors finish together (see ``batch_sizes``).
 SMALLEST_BATCH = 64
 RETRIES = 3  # times a task, or an actor and its batch, is retried after its worker dies
+
+
+_Items = TypeVar("_Items", Sequence[Any], np.ndarray)
 
 
 class ClusterError(QAError):
@@ -158,6 +161,14 @@ def batch_sizes(items: int, largest: int, workers: int, smallest: int = SMALLEST
     return sizes
 
 
+def _cut(items: _Items, sizes: list[int]) -> Iterator[_Items]:
+    """``items`` in consecutive runs of ``sizes``."""
+    start = 0
+    for size in sizes:
+        yield items[start : start + size]
+        start += size
+
+
 class RaySteps:
     """A build's reading and embedding on the Ray cluster this process is connected to (``qa.build.BuildSteps``).
 
@@ -226,10 +237,7 @@ class RaySteps:
         ray = _ray()
         read = ray.remote(max_retries=self.retries, num_cpus=1)(_read_files)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        chunks, start = [], 0
-        for size in batch_sizes(len(files), self.files_per_task, cpus, smallest=1):  # fewer files at the end
-            chunks.append(list(files[start : start + size]))
-            start += size
+        chunks = [list(c) for c in _cut(files, batch_sizes(len(files), self.files_per_task, cpus, smallest=1))]
         window = max(2, 4 * cpus)
         pending: deque[Any] = deque()
         submitted = 0
@@ -261,11 +269,10 @@ class RaySteps:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         gpu = self.on_gpus()
         actors = min(self.pool_size(gpu), -(-len(texts) // self.texts_per_batch))
-        blocks, start = [], 0
-        for size in batch_sizes(len(texts), self.texts_per_batch, actors):
-            rows = order[start : start + size]
-            blocks.append(pa.table({"row": rows.astype(np.int64), "text": [texts[i] for i in rows]}))
-            start += size
+        blocks = [
+            pa.table({"row": rows.astype(np.int64), "text": [texts[i] for i in rows]})
+            for rows in _cut(order, batch_sizes(len(texts), self.texts_per_batch, actors))
+        ]
         # The encoder's settings as class attributes, not constructor arguments: those would sit in
         # the object store, and an actor restarted after they left it could not start.
         embedder = type(
