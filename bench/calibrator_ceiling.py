@@ -11,7 +11,7 @@ answer. Calibrators are fit on four folds of articles and scored on the
 fifth (``qa.squad.folds_of``), and the threshold is the 3.5% quantile of the
 held-out answerable questions' scores, as ``qa train`` sets it:
 
-- ``reader``: logistic regression on the reader's logit, its lead over the
+- ``reader``: logistic regression (``qa.train.fit_calibrator``, as shipped) on the reader's logit, its lead over the
   second and the best cosine of any candidate (the shipped calibrator's
   core, without the first-stage ranker);
 - ``+names``: the same and how many of the question's names and numbers the
@@ -105,15 +105,15 @@ def rows(examples: list[train.Example], sentences: Any) -> list[dict[str, Any]]:
     return out
 
 
-def model(name: str) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def fit_predict(name: str, x: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """P(the answer is right) for ``held``, by a calibrator of kind ``name`` fit on ``x``, ``y``."""
     if name == "trees":
-        return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0)
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        trees = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0)
+        return np.asarray(trees.fit(x, y).predict_proba(held)[:, 1])
+    *weights, bias = train.fit_calibrator(x, y)  # the shipped calibrator's fit (Platt scaling)
+    return np.asarray(1.0 / (1.0 + np.exp(-(held @ np.array(weights) + bias))))
 
 
 def held_out(table: list[dict[str, Any]], inputs: str, name: str, fold_of: dict[str, int]) -> dict[str, float]:
@@ -122,7 +122,7 @@ def held_out(table: list[dict[str, Any]], inputs: str, name: str, fold_of: dict[
     fold = np.array([fold_of[r["article"]] for r in table])
     p = np.zeros(len(table))
     for k in sorted(set(fold.tolist())):
-        p[fold == k] = model(name).fit(x[fold != k], y[fold != k]).predict_proba(x[fold == k])[:, 1]
+        p[fold == k] = fit_predict(name, x[fold != k], y[fold != k], x[fold == k])
     condition = np.array([r["condition"] for r in table])
     answerable = condition == "answerable"
     threshold = float(np.quantile(p[answerable], ABSTAIN_QUANTILE))

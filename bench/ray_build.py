@@ -19,8 +19,8 @@ instead, with one and then two embedding actors (``--actors``). A rate is
 texts embedded / the whole build's seconds (reading, splitting, embedding,
 BM25, search index, writing). Beside it, how busy the machine's cores were
 over the build (``/proc/stat``: every process, Ray's own and the driver
-included): a build near 100% is bound by the cores, and only less work, not
-more overlap, makes it faster. Printed: each build's rate, then two worker
+included): a build near 100% is bound by the cores, and only less work makes
+it faster. Printed: each build's rate, then two worker
 nodes against one (target ≥ 1.7) and Ray's two against the local build on
 the same two cores (target: within 15%, ≥ 0.85). One run is one round: Ray
 reads its cluster settings once a process, and a local build in the same
