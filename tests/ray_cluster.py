@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HEAD_IP = "127.0.0.2"
@@ -103,21 +104,45 @@ class RayCluster:
         roots = {pid for pid, (_, args) in table.items() if str(self.folder) in args or marker in _environment(pid)}
         self._pids |= roots | _descendants(table, roots | self._pids)
 
+    def remove_node(self, ip: str = NODE_IP) -> None:
+        """Stop the node at ``ip`` (the second, by default) as :meth:`stop` stops the cluster; the head goes on.
+
+        Its processes are those naming ``ip`` on their command line (its raylet
+        and log monitor) and their children; the raylet tells the GCS it leaves.
+        """
+
+        def node() -> set[int]:
+            self._remember()
+            table = _processes()
+            roots = {pid for pid in self._pids if pid in table and ip in table[pid][1]}
+            return roots | _descendants(table, roots)
+
+        self._end(node)
+
     def stop(self) -> None:
         """End this cluster's processes, only these, by id: raylets first (SIGTERM), then SIGKILL after 3 s."""
-        self._remember()  # workers and actors started since
+
+        def every() -> set[int]:
+            self._remember()  # workers and actors started since
+            return set(self._pids)
+
+        self._end(every)
+
+    def _end(self, processes: Callable[[], set[int]]) -> None:
+        """SIGTERM to the raylets among ``processes()``, then SIGKILL to them all (asked again: new children too)."""
+        pids = processes()
         table = _processes()
-        raylets = [pid for pid in self._pids if pid in table and "raylet" in table[pid][1].split(" ", 1)[0]]
+        raylets = [pid for pid in pids if pid in table and "raylet" in table[pid][1].split(" ", 1)[0]]
         for pid in raylets:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and any(_alive(pid) for pid in raylets):
             time.sleep(0.1)
-        self._remember()
-        for pid in self._pids:
+        pids |= processes()
+        for pid in pids:
             _signal(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(pid) for pid in self._pids):
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
             time.sleep(0.1)
 
     def cpu_seconds(self) -> float:

@@ -422,7 +422,8 @@ def test_qa_index_build_actors_without_ray_is_refused(tmp_path: Path) -> None:
 
 def test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles(cluster: RayCluster) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ray_build.py"), "--articles", "2", "--address", cluster.address],
+        [sys.executable, str(ROOT / "bench" / "ray_build.py"), "--articles", "2", "--rounds", "1",
+         "--address", cluster.address],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
