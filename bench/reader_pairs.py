@@ -16,6 +16,15 @@ out: no single sentence is the answer), one line per pair:
   first stage here is the product's: the int8 document encoder's cosine and
   BM25 over every sentence of the file, fused by reciprocal rank.
 
+``--mine READER`` adds, for each question, the ``--mine-top`` sentences
+(default 2) that reader (an ONNX file, such as the shipped
+``qa/models/reader-int8.onnx``) scores highest among the first stage's
+candidates and the answer's paragraph, the answer sentence left out
+("mined"): the sentences it would cite were the answer gone. A sentence
+holding one of the question's answer texts is never taken, nor one already
+a negative of the question. Reading costs a few milliseconds a pair: use it
+with ``--limit-questions``.
+
 ``--chats N`` adds rule-made follow-up chats (``qa.squad.follow_up_chats``),
 asked as ``PREVIOUS [SEP] FOLLOW-UP``, as answer() reads a follow-up.
 ``context`` is the title and the previous sentence of the passage
@@ -33,11 +42,13 @@ import logging
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from qa.corpus import document_title, split_document
+from qa.reader import OnnxReader, load_reader
 from qa.squad import GoldMap, SquadQuestion, follow_up_chats, load_squad
 from qa.types import Document, Sentence
 from qa.verify import context_of
@@ -103,6 +114,23 @@ def first_stage(questions: list[str], sentences: list[Sentence], k: int) -> np.n
     return out
 
 
+def mined(
+    reader: OnnxReader, question: str, answers: Sequence[str], candidates: list[int], taken: set[int],
+    sentences: list[Sentence], titles: dict[str, str], top: int,
+) -> list[int]:  # fmt: skip
+    """The ``top`` candidates ``reader`` scores highest, leaving out ``taken`` and any holding an answer text."""
+    texts = [a.lower() for a in answers if a.strip()]
+    pool = [
+        j for j in dict.fromkeys(candidates)  # in order, once each
+        if j not in taken and sentences[j].citable and not any(t in sentences[j].text.lower() for t in texts)
+    ]  # fmt: skip
+    if not pool:
+        return []
+    contexts = [context_of(sentences, j, titles[sentences[j].doc]) for j in pool]
+    logits = reader.scores(question, [sentences[j].text for j in pool], contexts)
+    return [pool[k] for k in np.argsort(-logits, kind="stable")[:top]]
+
+
 def answer_sentence(gold: GoldMap, q: SquadQuestion) -> tuple[int, tuple[int, int]] | None:
     """The one sentence holding the answer and the span inside it, or None when that is not one sentence."""
     covering = gold.covering(q)
@@ -121,6 +149,8 @@ def main() -> None:
     ap.add_argument("--limit-questions", type=int, help="only the first N questions (tiny runs)")
     ap.add_argument("--chats", type=int, default=3000, help="rule-made follow-up chats to add (0: none)")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--mine", type=Path, help="a reader (ONNX) whose highest-scored wrong sentences become negatives")
+    ap.add_argument("--mine-top", type=int, default=2, help="mined negatives per question (default 2)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -134,7 +164,9 @@ def main() -> None:
     log.info("%d sentences, %d questions, %d chats", len(sentences), len(questions), len(chats))
     top = first_stage(asked, sentences, FUSED)
     rng = random.Random(args.seed)
+    reader = load_reader(args.mine) if args.mine else None
     rows = skipped = 0
+    started = time.monotonic()
     with gzip.open(args.out, "wt", encoding="utf-8") as out:
 
         def emit(question: str, i: int, label: int, kind: str, span: tuple[int, int] | None = None) -> None:
@@ -156,7 +188,8 @@ def main() -> None:
             prefix = "chat-" if n >= len(questions) else ""
             emit(question, i, 1, prefix + "gold", span)
             paragraph = sorted(gold.paragraph(q) - {i})
-            for j in rng.sample(paragraph, min(2, len(paragraph))):
+            picked = rng.sample(paragraph, min(2, len(paragraph)))
+            for j in picked:
                 emit(question, j, 0, prefix + "paragraph")
             outside = [int(j) for j in top[n] if sentences[j].citable and j not in gold.paragraph(q) and j != i]
             for j in outside[:2]:
@@ -164,6 +197,14 @@ def main() -> None:
             other = next((j for j in outside if sentences[j].doc != q.article), None)
             if other is not None and other not in outside[:2]:
                 emit(question, other, 0, prefix + "other")
+            if reader is not None:
+                taken = {i, *picked, *outside[:2], *([other] if other is not None else [])}
+                for j in mined(
+                    reader, question, q.answers, outside + paragraph, taken, sentences, titles, args.mine_top
+                ):
+                    emit(question, j, 0, prefix + "mined")
+                if (n + 1) % 500 == 0:
+                    log.info("mined %d of %d questions (%.0f s)", n + 1, len(asked), time.monotonic() - started)
     log.info("%d pairs from %d questions and chats (%d left out: answer not in exactly one sentence) -> %s",
              rows, len(asked) - skipped, skipped, args.out)  # fmt: skip
 

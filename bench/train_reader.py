@@ -320,7 +320,10 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
         [{"params": body, "lr": args.lr}, {"params": heads, "lr": args.lr * 20}], weight_decay=0.01
     )
     base = [args.lr, args.lr * 20]
-    if args.init:
+    if args.init and args.init.suffix == ".onnx":
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights_from_onnx(args.init).items()})
+        log.info("starting from the weights of %s (int8 ones dequantised)", args.init)
+    elif args.init:
         from safetensors.torch import load_file
 
         tensors = load_file(str(args.init / "checkpoint.safetensors"))
@@ -366,6 +369,61 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
     last = round(float(np.mean(losses[-200:])), 4) if losses else None
     return model, {"questions": args.questions, "pairs": sum(map(len, batches)), "steps": steps,
                    "steps_done": step, "answer_loss_last_200": last}  # fmt: skip
+
+
+def weights_from_onnx(path: Path) -> dict[str, np.ndarray]:
+    """The weights of a reader this script exported (``reader.onnx`` or ``reader-int8.onnx``), by parameter name.
+
+    int8 weights are dequantised (``(q - zero_point) × scale``, per channel
+    where the file has a scale per channel): a run can go on from a shipped
+    reader when the checkpoint it came from is gone. A weight the export left
+    nameless (``onnx::MatMul_…``) takes the name of the bias its product is
+    added to, and is transposed back to a ``Linear``'s (out, in).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    users: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def value(name: str) -> np.ndarray:
+        if not name.endswith("_quantized"):
+            return stored[name].astype(np.float32)
+        base = name.removesuffix("_quantized")
+        q = stored[name].astype(np.float32)
+        scale, zero = stored[base + "_scale"].astype(np.float32), stored[base + "_zero_point"].astype(np.float32)
+        return (q - zero) * scale  # a scalar, or one per output column (the last axis)
+
+    def bias_after(output: str, depth: int = 0) -> str | None:
+        """The bias added to this product: the first Add a few nodes on with a ``….bias`` initializer."""
+        for node in users.get(output, []):
+            bias = [i for i in node.input if i in stored and i.endswith(".bias")]
+            if node.op_type == "Add" and bias:
+                return bias[0]
+            found = bias_after(node.output[0], depth + 1) if depth < 4 else None
+            if found:
+                return found
+        return None
+
+    weights = {
+        name: array.astype(np.float32)
+        for name, array in stored.items()
+        if name.startswith(("bert.", "head.", "span.")) and not name.endswith(("_scale", "_zero_point", "_quantized"))
+    }
+    for name in stored:
+        if name.startswith("bert.embeddings.") and name.endswith(".weight_quantized"):
+            weights[name.removesuffix("_quantized")] = value(name)
+    for node in graph.node:
+        if node.op_type in ("MatMul", "MatMulInteger") and node.input[1] in stored:
+            bias = bias_after(node.output[0])
+            if bias is None:
+                raise ValueError(f"{path}: no bias follows {node.input[1]}")
+            weights[bias.removesuffix(".bias") + ".weight"] = np.ascontiguousarray(value(node.input[1]).T)
+    return weights
 
 
 def export(model: Any, path: Path) -> None:
@@ -426,7 +484,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged model)")
     parser.add_argument("--questions", type=int, default=None, help="train on N questions drawn at random")
     parser.add_argument("--skip-questions", type=int, default=0, help="leave out the draw's first N questions")
-    parser.add_argument("--init", type=Path, default=None, help="start from the weights of this checkpoint folder")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from the weights of this checkpoint folder, or of a reader's ONNX file (int8 dequantised)",
+    )
     parser.add_argument(
         "--unanswerable", type=float, default=0.0, help="add a rule-made unanswerable pair for this share of positives"
     )

@@ -156,7 +156,8 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     pairs = tmp_path / "pairs.jsonl.gz"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     made = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "reader_pairs.py"), str(pairs), "--squad", str(squad), "--chats", "2"],
+        [sys.executable, str(ROOT / "bench" / "reader_pairs.py"), str(pairs), "--squad", str(squad), "--chats", "2",
+         "--mine", str(DEFAULT_READER)],
         capture_output=True, text=True, timeout=600, check=False, env=env, cwd=ROOT,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-2000:]
@@ -164,7 +165,11 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
         rows = [json.loads(line) for line in f]
     gold = [r for r in rows if r["label"] == 1]
     assert gold and all(r["sentence"][r["span"][0] : r["span"][1]] in r["sentence"] for r in gold)
-    assert {"paragraph", "retrieved"} <= {r["kind"] for r in rows}
+    assert {"paragraph", "retrieved", "mined"} <= {r["kind"] for r in rows}
+    # a mined negative is another sentence the shipped reader scores high, never one holding the answer
+    answers = {r["question"]: r["sentence"][r["span"][0] : r["span"][1]].lower() for r in gold}
+    mined = [r for r in rows if r["kind"] == "mined"]
+    assert mined and all(r["label"] == 0 and answers[r["question"]] not in r["sentence"].lower() for r in mined)
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "bench" / "train_reader.py"), str(pairs), "--out", str(out),
                "--layers", "1", "--batch", "8", "--every", "1", "--questions", "12",
@@ -182,6 +187,33 @@ def test_reader_training_runs_end_to_end_on_a_tiny_slice_and_resumes(tmp_path: P
     reader = load_reader(out / "reader-int8.onnx")
     reading = reader.read("When was Harbour Town founded?", ["It was founded in 1723 by Danish traders."])[0]
     assert reading.phrase is None or 0 <= reading.phrase[0] < reading.phrase[1] <= 41
+
+
+def test_a_training_run_can_start_from_the_shipped_int8_reader_which_it_rebuilds_to_read_as_the_file_does(
+    monkeypatch: pytest.MonkeyPatch, article_text: str
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import onnxruntime as ort
+    import torch
+    import train_reader
+    from train_verifier import default_model, tokenizer_for
+
+    weights = train_reader.weights_from_onnx(DEFAULT_READER)  # what --init reader-int8.onnx starts from
+    model = train_reader.build_model(default_model(), 6)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})  # every weight, by name
+    model.eval()
+    sentences = [s.strip() + "." for s in article_text.split(".") if 40 < len(s) < 300][:12]
+    questions = ["Who became Mitsubishi's top shareholder?", "What is the capital of France?"]
+    pairs = [{"question": q, "sentence": s, "context": "", "label": 0} for q in questions for s in sentences]
+    batch = train_reader.encode(tokenizer_for(default_model()), pairs)
+    feeds = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    shipped = ort.InferenceSession(str(DEFAULT_READER), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        rebuilt = [t.numpy() for t in model(**{k: torch.from_numpy(v) for k, v in feeds.items()})]
+    assert np.corrcoef(shipped[0], rebuilt[0])[0, 1] > 0.99  # the answer logit; the file quantises activations too
+    mask = batch["sentence_mask"].astype(bool)
+    same_start = np.mean(np.where(mask, shipped[1], -1e4).argmax(1) == np.where(mask, rebuilt[1], -1e4).argmax(1))
+    assert same_start >= 0.8  # 0.89 of 288 article pairs; where the sentence does not answer, the span is a near tie
 
 
 def test_rule_made_unanswerable_questions_swap_a_name_to_one_the_sentence_holds_in_another_role_only_when_asked(
