@@ -15,7 +15,10 @@ context: title and previous sentence, cut first when the pair is longer than
   positive pairs only).
 
 It starts from the packaged all-MiniLM-L6-v2 weights (its first
-``--layers``), trains with AdamW, 5% linear warm-up then linear decay,
+``--layers``), or with ``--init`` from an earlier run's checkpoint folder or
+a reader's ONNX file (the shipped ``qa/models/reader-int8.onnx``: its int8
+weights dequantised, so a run can go on from it once its checkpoints are
+gone), and trains with AdamW, 5% linear warm-up then linear decay,
 gradient clipping 1.0, batches of similar length. ``--questions N`` trains on
 N questions drawn at random (with all of their pairs); the rest wait for a
 longer run.
