@@ -412,20 +412,20 @@ def weights_from_onnx(path: Path) -> dict[str, np.ndarray]:
                 return found
         return None
 
+    products = [n for n in graph.node if n.op_type in ("MatMul", "MatMulInteger") and n.input[1] in stored]
+    multiplied = {n.input[1] for n in products}
     weights = {
-        name: array.astype(np.float32)
-        for name, array in stored.items()
-        if name.startswith(("bert.", "head.", "span.")) and not name.endswith(("_scale", "_zero_point", "_quantized"))
+        name.removesuffix("_quantized"): value(name)
+        for name in stored
+        if name.startswith(("bert.", "head.", "span."))
+        and name not in multiplied
+        and not name.endswith(("_scale", "_zero_point"))
     }
-    for name in stored:
-        if name.startswith("bert.embeddings.") and name.endswith(".weight_quantized"):
-            weights[name.removesuffix("_quantized")] = value(name)
-    for node in graph.node:
-        if node.op_type in ("MatMul", "MatMulInteger") and node.input[1] in stored:
-            bias = bias_after(node.output[0])
-            if bias is None:
-                raise ValueError(f"{path}: no bias follows {node.input[1]}")
-            weights[bias.removesuffix(".bias") + ".weight"] = np.ascontiguousarray(value(node.input[1]).T)
+    for node in products:
+        bias = bias_after(node.output[0])
+        if bias is None:
+            raise ValueError(f"{path}: no bias follows {node.input[1]}")
+        weights[bias.removesuffix(".bias") + ".weight"] = np.ascontiguousarray(value(node.input[1]).T)
     return weights
 
 
