@@ -1,6 +1,7 @@
 """Build throughput, local against Ray: texts embedded a second by builds from scratch, round after round.
 
     .venv/bin/python bench/ray_build.py [--articles 300] [--rounds 3] [--address HOST:PORT] [--workdir DIR]
+        [--processes]
 
 The corpus is the article plus ARTICLES BBC articles, spread evenly over the
 2,225 (one of every seven for the default 300, as in tests/test_ray.py). A
@@ -31,17 +32,24 @@ nodes against one (target ≥ 1.7) and Ray's two against the local build on
 the same two cores (target: within 15%, ≥ 0.85), then their medians over the
 rounds. A ratio is taken within a round, from builds a minute apart, so that
 a host whose speed drifts over minutes moves both sides of it alike.
+
+With ``--processes``, each build's CPU seconds by process group as well: the
+driver (this process and its reader sandbox), Ray's reading workers (with
+their sandboxes), the embedding actors, Ray Data's own actors, Ray's
+processes (raylets, GCS, agents) and any other process on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -53,6 +61,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.ray_cluster
+
+from tests import ray_cluster  # noqa: E402  (standard library only; Ray is imported by the builds)
 
 BBC = ROOT.parent / "shared" / "data" / "bbc-news" / "bbc-fulltext.zip"
 ARTICLE = ROOT / "corpus" / "mitsubishi-joins-renault-nissan-alliance.txt"
@@ -80,12 +90,89 @@ def cpu_times() -> tuple[int, int]:
     return total - idle, total
 
 
-def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
+# Where a build's CPU time goes (--processes): a process belongs to the first group its own or an
+# ancestor's command line (Ray's workers show their role there) falls in; the driver is this process.
+# Only a command line's first three words are read (a reader sandbox's holds Python code).
+GROUPS = (
+    ("embedding actors", ("ray::MapWorker",)),
+    ("reading workers", ("ray::IDLE", "ray::_read_files")),
+    ("Ray's processes", ("/site-packages/ray/", " ray.", "ray::DashboardAgent", "ray::RuntimeEnvAgent")),
+    ("Ray Data's actors", ("ray::",)),  # its stats and autoscaling actors, kept between builds
+)
+
+
+class ProcessCPU:
+    """CPU seconds by process group over a ``with`` block: every process sampled from /proc every 0.2 s.
+
+    A process that starts in the block counts from zero; one that ends loses
+    what it used after its last sample (under 0.2 s).
+    """
+
+    def __init__(self) -> None:
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._first: dict[int, int] = {}
+        self._last: dict[int, tuple[int, int, str]] = {}  # pid -> (CPU ticks, parent, command line)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> dict[int, tuple[int, int, str]]:
+        now = {}
+        for pid, (parent, command) in ray_cluster._processes().items():
+            fields = ray_cluster._stat_fields(pid)
+            if len(fields) > 12:
+                now[pid] = (int(fields[11]) + int(fields[12]), parent, command)
+        return now
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            for pid, entry in self._sample().items():
+                self._first.setdefault(pid, 0)
+                self._last[pid] = entry
+
+    def __enter__(self) -> ProcessCPU:
+        self._first = {pid: ticks for pid, (ticks, _, _) in self._sample().items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        for pid, entry in self._sample().items():
+            self._first.setdefault(pid, 0)
+            self._last[pid] = entry
+
+    def group(self, pid: int) -> str:
+        seen: set[int] = set()
+        while pid in self._last and pid not in seen:
+            if pid == os.getpid():
+                return "driver"
+            seen.add(pid)
+            _, parent, command = self._last[pid]
+            words = " ".join(command.split()[:3])
+            for name, parts in GROUPS:
+                if any(part in words for part in parts):
+                    return name
+            pid = parent
+        return "other processes"
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds by group, largest first."""
+        groups: dict[str, float] = {}
+        for pid, (ticks, _, _) in self._last.items():
+            used = (ticks - self._first.get(pid, 0)) / self._ticks
+            if used > 0:
+                group = self.group(pid)
+                groups[group] = groups.get(group, 0.0) + used
+        return {name: round(value, 2) for name, value in sorted(groups.items(), key=lambda g: -g[1])}
+
+
+def timed(name: str, build: Any, index: Path, processes: bool = False) -> dict[str, Any]:
     if index.exists():
         shutil.rmtree(index)
     busy_before, total_before = cpu_times()
     started = time.perf_counter()
-    manifest = build(index)
+    with ProcessCPU() if processes else contextlib.nullcontext() as sampled:
+        manifest = build(index)
     seconds = time.perf_counter() - started
     busy_after, total_after = cpu_times()
     report = manifest.build
@@ -97,6 +184,10 @@ def timed(name: str, build: Any, index: Path) -> dict[str, Any]:
     print(f"{name:24} {texts:6} texts in {seconds:7.2f} s: {texts / seconds:7.1f} texts/s "
           f"(reading {row['split_s']} s, embedding after it {row['embed_s']} s; "
           f"the machine's cores busy {100 * busy:.1f}% of it)", flush=True)  # fmt: skip
+    if sampled is not None:
+        row["cpu_s_by_process"] = sampled.seconds()
+        groups = ", ".join(f"{group} {value:.1f}" for group, value in row["cpu_s_by_process"].items())
+        print(f"{'':24} CPU seconds {sum(row['cpu_s_by_process'].values()):.1f}: {groups}", flush=True)
     return row
 
 
@@ -125,15 +216,14 @@ class Builds:
     head node alone and the first Ray build has one worker, then starts it again.
     """
 
-    def __init__(self, corpus: Path, work: Path, address: str | None) -> None:
+    def __init__(self, corpus: Path, work: Path, address: str | None, processes: bool = False) -> None:
         self.corpus = corpus
         self.work = work
+        self.processes = processes  # sample each build's CPU time by process group
         self.cluster: Any = None
         if address is None:
-            from tests.ray_cluster import RayCluster
-
             # Ray's session folder holds Unix sockets, whose paths must stay short.
-            self.cluster = RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))).start(nodes=1)
+            self.cluster = ray_cluster.RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))).start(nodes=1)
             os.environ.update(self.cluster.driver_env)  # before Ray is imported: it reads them then
             address = self.cluster.address
             print(f"head node idle after {settle(self.cluster):.1f} s", flush=True)
@@ -146,12 +236,13 @@ class Builds:
 
         self._nodes(1)
         corpus._passage_pieces.cache_clear()  # a build in this process remembers the last one's passages
-        return timed("local (every core)", lambda index: build_index(self.corpus, index), self.work / "local")
+        build = lambda index: build_index(self.corpus, index)  # noqa: E731
+        return timed("local (every core)", build, self.work / "local", self.processes)
 
     def ray(self, workers: int) -> dict[str, Any]:
         """A build on Ray with ``workers`` one-CPU nodes (or, on ``address``, that many actors)."""
         name = f"ray, {workers} one-CPU worker" + ("s" if workers > 1 else "")
-        return self._on_ray(workers, lambda build: timed(name, build, self.work / f"ray{workers}"))
+        return self._on_ray(workers, lambda build: timed(name, build, self.work / f"ray{workers}", self.processes))
 
     def first_on_ray(self, corpus: Path) -> None:
         """An untimed Ray build of ``corpus`` on one node: Ray Data starts three actors of its own on a
@@ -231,6 +322,8 @@ def main() -> int:
     parser.add_argument("--bbc", type=Path, default=BBC, help="the BBC News zip (../shared/data/bbc-news/)")
     parser.add_argument("--workdir", type=Path, help="keep the corpus and indexes here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    parser.add_argument("--processes", action="store_true",
+                        help="also each build's CPU seconds by process group (/proc sampled every 0.2 s)")  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, not {args.rounds}")
@@ -252,7 +345,7 @@ def main() -> int:
 
     rows: list[dict[str, Any]] = []
     ratios: list[tuple[float, float]] = []
-    builds = Builds(corpus, work, args.address)
+    builds = Builds(corpus, work, args.address, args.processes)
     try:
         builds.first_on_ray(work / "first")
         for number in range(1, args.rounds + 1):

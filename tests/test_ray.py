@@ -422,13 +422,14 @@ def test_qa_index_build_actors_without_ray_is_refused(tmp_path: Path) -> None:
 
 def test_the_build_benchmark_times_local_and_ray_builds_of_a_few_articles(cluster: RayCluster) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ray_build.py"), "--articles", "2", "--rounds", "1",
+        [sys.executable, str(ROOT / "bench" / "ray_build.py"), "--articles", "2", "--rounds", "1", "--processes",
          "--address", cluster.address],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray, 2 one-CPU workers" in done.stdout and "two workers / one:" in done.stdout
     assert done.stdout.count("the machine's cores busy") == 3
+    assert done.stdout.count("CPU seconds") == 3 and "embedding actors" in done.stdout and "driver" in done.stdout
 
 
 def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
