@@ -95,7 +95,7 @@ def cpu_times() -> tuple[int, int]:
 # Only a command line's first three words are read (a reader sandbox's holds Python code).
 GROUPS = (
     ("embedding actors", ("ray::MapWorker",)),
-    ("reading workers", ("ray::IDLE", "ray::_read_files")),
+    ("reading workers", ("ray::IDLE", "ray::_read_files", "workers/default_worker.py")),  # or one still starting
     ("Ray's processes", ("/site-packages/ray/", " ray.", "ray::DashboardAgent", "ray::RuntimeEnvAgent")),
     ("Ray Data's actors", ("ray::",)),  # its stats and autoscaling actors, kept between builds
 )
