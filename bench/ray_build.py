@@ -123,11 +123,16 @@ class ProcessCPU:
                 now[pid] = (int(fields[11]) + int(fields[12]), parent, command)
         return now
 
+    def _add(self, sample: dict[int, tuple[int, int, str]]) -> None:
+        for pid, (ticks, parent, command) in sample.items():
+            self._first.setdefault(pid, 0)
+            if not command and pid in self._last:  # ended, not yet reaped: its command line is gone
+                command = self._last[pid][2]
+            self._last[pid] = (ticks, parent, command)
+
     def _run(self) -> None:
         while not self._done.wait(0.2):
-            for pid, entry in self._sample().items():
-                self._first.setdefault(pid, 0)
-                self._last[pid] = entry
+            self._add(self._sample())
 
     def __enter__(self) -> ProcessCPU:
         self._first = {pid: ticks for pid, (ticks, _, _) in self._sample().items()}
@@ -137,9 +142,7 @@ class ProcessCPU:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-        for pid, entry in self._sample().items():
-            self._first.setdefault(pid, 0)
-            self._last[pid] = entry
+        self._add(self._sample())
 
     def group(self, pid: int) -> str:
         seen: set[int] = set()
