@@ -22,7 +22,8 @@ held-out answerable questions' scores, as ``qa train`` sets it:
 - ``trees``: gradient-boosted trees on the same as ``all``.
 
 Printed: how many of the reader's choices lack a name of the question, by
-condition; then per calibrator top-1 (an abstention is a miss) and the share
+condition, and how many hold a gold answer text (an answer-dropped question's
+article may still state its answer elsewhere); then per calibrator top-1 (an abstention is a miss) and the share
 of each condition abstained. The answer is the reader's choice and the
 threshold is fit on the one corpus alone, so ``reader`` is the baseline to
 compare with, not ``qa eval``'s figures. Where no calibrator gains on one
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa import train  # noqa: E402
+from qa.eval import normalize_answer  # noqa: E402
 from qa.rank import FEATURES  # noqa: E402
 from qa.squad import folds_of  # noqa: E402
 from qa.train import ABSTAIN_QUANTILE  # noqa: E402
@@ -96,9 +98,12 @@ def rows(examples: list[train.Example], sentences: Any) -> list[dict[str, Any]]:
         missing = sum(1 for n in names(e.question.question) if n not in seen)
         reader = [float(ranked[0]), float(ranked[0]) - second, float(e.x[:, 0].max())]
         extra = [second, float(ranked[2]) if len(ranked) > 2 else -10.0, float(read.sum()), float(e.x[:, bm25].max())]
+        text = f" {normalize_answer(s.text)} "
+        golds = {normalize_answer(a) for a in e.question.answers} - {""}
         out.append({
             "condition": e.condition, "article": e.question.article,
             "hit": e.condition == "answerable" and bool(e.labels[best]),
+            "holds": any(f" {g} " in text for g in golds),  # a gold answer text, wherever the sentence is
             "reader": reader, "+names": [*reader, float(missing)],
             "all": [*reader, float(missing), *e.x[best].tolist(), *extra],
         })  # fmt: skip
@@ -130,6 +135,9 @@ def held_out(table: list[dict[str, Any]], inputs: str, name: str, fold_of: dict[
     for c in CONDITIONS:
         if (condition == c).any():
             result[c] = float(np.mean(p[condition == c] < threshold))
+    without = (condition == "dropped") & ~np.array([r["holds"] for r in table])
+    if without.any():  # answer-dropped, the choice holding no answer text either: it should abstain
+        result["dropped, choice without an answer text"] = float(np.mean(p[without] < threshold))
     return result
 
 
@@ -150,15 +158,17 @@ def main() -> int:
     print(f"{len(table)} examples, {answerable} answerable ({len(examples) - len(table)} without a candidate)")
     kinds = {"right": lambda r: r["hit"], "wrong": lambda r: r["condition"] == "answerable" and not r["hit"]}
     kinds.update({c: lambda r, c=c: r["condition"] == c for c in CONDITIONS[1:]})
-    lacking = []
+    lacking, holding = [], []
     for kind, chosen in kinds.items():
-        picked = [r["+names"][3] > 0 for r in table if chosen(r)]
+        picked = [r for r in table if chosen(r)]
         if picked:
-            lacking.append(f"{kind} {np.mean(picked):.3f}")
+            lacking.append(f"{kind} {np.mean([r['+names'][3] > 0 for r in picked]):.3f}")
+            holding.append(f"{kind} {np.mean([r['holds'] for r in picked]):.3f}")
     print("the reader's choice lacks a name of the question: " + " ".join(lacking))
+    print("the reader's choice holds a gold answer text (SQuAD's normalisation): " + " ".join(holding))
     for inputs, name in (("reader", "logistic"), ("+names", "logistic"), ("all", "logistic"), ("all", "trees")):
         result = held_out(table, inputs, name, fold_of)
-        shares = " ".join(f"{c} {result[c]:.3f}" for c in CONDITIONS if c in result)
+        shares = "; ".join(f"{c} {v:.3f}" for c, v in result.items() if c != "top1")
         print(f"{inputs:7} {name:9} top-1 {result['top1']:.4f}  abstained: {shares}", flush=True)
     return 0
 
