@@ -65,13 +65,8 @@ def second(p: dict[str, Any]) -> str:
     return p["sentence"] + CONTEXT_SEP + c if c else p["sentence"]
 
 
-def encode(tok: Any, chunk: list[dict[str, Any]], null_span: bool = False) -> dict[str, np.ndarray]:
-    """Token ids, masks, the sentence's own tokens and the answer's start and end token (-1: none).
-
-    ``null_span``: a pair whose sentence does not answer has its start and end
-    at [CLS] (token 0), which every pair's span may then take, as SQuAD 2.0
-    readers learn "no answer here" (``sentence_mask`` includes token 0).
-    """
+def encode(tok: Any, chunk: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Token ids, masks, the sentence's own tokens and the answer's start and end token (-1: none)."""
     enc = tok.encode_batch([(p["question"], second(p)) for p in chunk])
     n, length = len(enc), len(enc[0].ids)
     sentence_mask = np.zeros((n, length), dtype=bool)
@@ -80,16 +75,12 @@ def encode(tok: Any, chunk: list[dict[str, Any]], null_span: bool = False) -> di
     for r, (e, p) in enumerate(zip(enc, chunk, strict=True)):
         sentence_mask[r] = sentence_tokens(e, len(p["sentence"]))
         span = p.get("span")
-        if null_span and not p["label"]:
-            start[r] = end[r] = 0
         if span is None:
             continue
         s_tok = [t for t in range(length) if sentence_mask[r, t] and e.offsets[t][1] > span[0]]
         e_tok = [t for t in range(length) if sentence_mask[r, t] and e.offsets[t][0] < span[1]]
         if s_tok and e_tok and s_tok[0] <= e_tok[-1]:
             start[r], end[r] = s_tok[0], e_tok[-1]
-    if null_span:
-        sentence_mask[:, 0] = True
     return {
         "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
@@ -303,8 +294,7 @@ def load_checkpoint(work: Path, model: Any, optimiser: Any) -> tuple[int, list[f
 
 
 def losses_of(out: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """(answer loss over every pair, span loss over pairs with a span: positives whose answer fits in the input,
-    and with ``--null-span`` the pairs that do not answer, pointed at [CLS])."""
+    """(answer loss over every pair, span loss over positives whose answer fits in the input)."""
     import torch
 
     logit, start, end = out
@@ -357,7 +347,7 @@ def train(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[Any, d
     started, done_here, span_losses = time.perf_counter(), 0, []
     while step < steps and not args.export_only and (args.stop_after is None or done_here < args.stop_after):
         chunk = [pairs[i] for i in batches[step]]
-        batch = {k: torch.from_numpy(v) for k, v in encode(tok, chunk, args.null_span).items()}
+        batch = {k: torch.from_numpy(v) for k, v in encode(tok, chunk).items()}
         factor = min(1.0, (step + 1) / warmup) * max(0.0, (steps - step) / max(1, steps - warmup))
         for group, lr in zip(optimiser.param_groups, base, strict=True):
             group["lr"] = lr * factor
@@ -516,9 +506,6 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--span-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument(
-        "--null-span", action="store_true", help="train the span of pairs that do not answer to point at [CLS]"
-    )
     parser.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
@@ -565,7 +552,6 @@ def main() -> None:
         "init": str(args.init) if args.init else None,
         "unanswerable": args.unanswerable,
         "role_swaps": args.role_swaps,
-        "null_span": args.null_span,
         "pairs_file": args.pairs.name,
         "pairs_sha256": sha256(args.pairs),
         **report,
