@@ -206,9 +206,13 @@ def test_calibrator_ceiling_fits_each_calibrator_on_a_tiny_squad_file(tmp_path: 
     # each question answerable, answer-dropped and off-corpus
     assert lines[0] == "63 examples, 21 answerable (0 without a candidate)"
     assert lines[1].startswith("the reader's choice lacks a name of the question: right ")
-    rows = {" ".join(line.split()[:2]): line for line in lines[2:]}
+    # the tiny file's answers are stated once: a right answer holds its text, an off-corpus choice never does
+    holds = lines[2].split(": ")[1].split()
+    assert lines[2].startswith("the reader's choice holds a gold answer text") and holds[:2] == ["right", "1.000"]
+    assert holds[holds.index("off_corpus") + 1] == "0.000"
+    rows = {" ".join(line.split()[:2]): line for line in lines[3:]}
     assert set(rows) == {"reader logistic", "+names logistic", "all logistic", "all trees"}
     for line in rows.values():
-        shares = line.split("abstained: ")[1].split()
-        assert shares[0::2] == ["answerable", "dropped", "off_corpus"]
-        assert all(0.0 <= float(share) <= 1.0 for share in shares[1::2])
+        shares = dict(share.rsplit(" ", 1) for share in line.split("abstained: ")[1].split("; "))
+        assert list(shares)[:3] == ["answerable", "dropped", "off_corpus"]
+        assert all(0.0 <= float(share) <= 1.0 for share in shares.values())
