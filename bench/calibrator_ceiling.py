@@ -23,8 +23,9 @@ held-out answerable questions' scores, as ``qa train`` sets it:
 
 Printed: how many of the reader's choices lack a name of the question, by
 condition, and how many hold a gold answer text (an answer-dropped question's
-article may still state its answer elsewhere); then per calibrator top-1 (an abstention is a miss) and the share
-of each condition abstained. The answer is the reader's choice and the
+article may state its answer twice); then per calibrator top-1 (an abstention
+is a miss) and the share of each condition abstained, and of the
+answer-dropped questions whose choice holds no answer text. The answer is the reader's choice and the
 threshold is fit on the one corpus alone, so ``reader`` is the baseline to
 compare with, not ``qa eval``'s figures. Where no calibrator gains on one
 condition without losing on another, the limit is how well the reader's

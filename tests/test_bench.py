@@ -206,7 +206,7 @@ def test_calibrator_ceiling_fits_each_calibrator_on_a_tiny_squad_file(tmp_path: 
     # each question answerable, answer-dropped and off-corpus
     assert lines[0] == "63 examples, 21 answerable (0 without a candidate)"
     assert lines[1].startswith("the reader's choice lacks a name of the question: right ")
-    # the tiny file's answers are stated once: a right answer holds its text, an off-corpus choice never does
+    # in the tiny file every right answer holds its answer's text and no off-corpus choice holds one
     holds = lines[2].split(": ")[1].split()
     assert lines[2].startswith("the reader's choice holds a gold answer text") and holds[:2] == ["right", "1.000"]
     assert holds[holds.index("off_corpus") + 1] == "0.000"
