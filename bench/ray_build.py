@@ -116,12 +116,7 @@ class ProcessCPU:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> dict[int, tuple[int, int, str]]:
-        now = {}
-        for pid, (parent, command) in ray_cluster._processes().items():
-            fields = ray_cluster._stat_fields(pid)
-            if len(fields) > 12:
-                now[pid] = (int(fields[11]) + int(fields[12]), parent, command)
-        return now
+        return {pid: (ticks, parent, command) for pid, (parent, command, ticks) in ray_cluster.process_table().items()}
 
     def _add(self, sample: dict[int, tuple[int, int, str]]) -> None:
         for pid, (ticks, parent, command) in sample.items():
@@ -239,8 +234,9 @@ class Builds:
 
         self._nodes(1)
         corpus._passage_pieces.cache_clear()  # a build in this process remembers the last one's passages
-        build = lambda index: build_index(self.corpus, index)  # noqa: E731
-        return timed("local (every core)", build, self.work / "local", self.processes)
+        return timed(
+            "local (every core)", lambda index: build_index(self.corpus, index), self.work / "local", self.processes
+        )
 
     def ray(self, workers: int) -> dict[str, Any]:
         """A build on Ray with ``workers`` one-CPU nodes (or, on ``address``, that many actors)."""

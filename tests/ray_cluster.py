@@ -147,9 +147,8 @@ class RayCluster:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) this cluster's live processes have used so far."""
-        hz = os.sysconf("SC_CLK_TCK")
-        fields = [_stat_fields(pid) for pid in self.processes("")]
-        return sum(int(f[11]) + int(f[12]) for f in fields if len(f) > 12) / hz
+        table = process_table()
+        return sum(table[pid][2] for pid in self.processes("") if pid in table) / os.sysconf("SC_CLK_TCK")
 
     def processes(self, name_part: str) -> list[int]:
         """Ids of this cluster's live processes whose command line (or title) holds ``name_part``."""
@@ -170,20 +169,28 @@ class RayCluster:
         return {address for inode, address in _listening_sockets().items() if inode in inodes}
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process this user can see (Linux /proc)."""
-    table: dict[int, tuple[int, str]] = {}
+def process_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, command line, CPU ticks used: user + system) of every process this user can see.
+
+    Linux /proc, one read of each process's ``cmdline`` and ``stat``.
+    """
+    table: dict[int, tuple[int, str, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # state first
+            parent, ticks = int(fields[1]), int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             continue
-        table[int(entry.name)] = (parent, args)
+        table[int(entry.name)] = (parent, args, ticks)
     return table
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process this user can see (Linux /proc)."""
+    return {pid: (parent, args) for pid, (parent, args, _) in process_table().items()}
 
 
 def _listening_sockets() -> dict[str, tuple[str, int]]:
