@@ -6,10 +6,11 @@
 The corpus is the article plus ARTICLES BBC articles, spread evenly over the
 2,225 (one of every two for the default 1,100; one of every seven for 300, the
 corpus of tests/test_ray.py). The default is large enough that a build's rate
-is the cluster's throughput: each Ray build starts its own workers and actors,
-about 13 CPU seconds on two one-CPU nodes whatever the corpus, a quarter of a
-300-article local build's work. A round builds the corpus from scratch three
-times, back to back, into fresh index folders:
+is the cluster's throughput rather than its start: each Ray build starts
+workers and actors of its own, about 3 CPU seconds a node, which with Ray's
+other costs comes to a quarter of a 300-article local build's work
+(docs/benchmarks.md, "Builds on Ray"). A round builds the corpus from scratch
+three times, back to back, into fresh index folders:
 
 1. locally, on every core of this machine (``qa.build.build_index``);
 2. on Ray with one one-CPU worker node (the head node, started with ``ray start``);
