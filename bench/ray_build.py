@@ -35,7 +35,7 @@ included): a build near 100% is bound by the cores, and only less work makes
 it faster. Printed: each build's rate, each round's two ratios, two worker
 nodes against one (target ≥ 1.7) and Ray's two against the local build on
 the same two cores (target: within 15%, ≥ 0.85), then their medians over the
-rounds. A ratio is taken within a round, from builds a minute apart, so that
+rounds. A ratio is taken within a round, from builds minutes apart, so that
 a host whose speed drifts over minutes moves both sides of it alike.
 
 With ``--processes``, each build's CPU seconds by process group as well: the
@@ -115,34 +115,30 @@ class ProcessCPU:
 
     def __init__(self) -> None:
         self._ticks = os.sysconf("SC_CLK_TCK")
-        self._first: dict[int, int] = {}
-        self._last: dict[int, tuple[int, int, str]] = {}  # pid -> (CPU ticks, parent, command line)
+        self._first: dict[int, int] = {}  # pid -> CPU ticks when the block began
+        self._last: ray_cluster.Table = {}  # as last sampled
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> dict[int, tuple[int, int, str]]:
-        return {pid: (ticks, parent, command) for pid, (parent, command, ticks) in ray_cluster.process_table().items()}
-
-    def _add(self, sample: dict[int, tuple[int, int, str]]) -> None:
-        for pid, (ticks, parent, command) in sample.items():
-            self._first.setdefault(pid, 0)
+    def _add(self, sample: ray_cluster.Table) -> None:
+        for pid, (parent, command, ticks) in sample.items():
             if not command and pid in self._last:  # ended, not yet reaped: its command line is gone
-                command = self._last[pid][2]
-            self._last[pid] = (ticks, parent, command)
+                command = self._last[pid][1]
+            self._last[pid] = (parent, command, ticks)
 
     def _run(self) -> None:
         while not self._done.wait(0.2):
-            self._add(self._sample())
+            self._add(ray_cluster.process_table())
 
     def __enter__(self) -> ProcessCPU:
-        self._first = {pid: ticks for pid, (ticks, _, _) in self._sample().items()}
+        self._first = {pid: ticks for pid, (_, _, ticks) in ray_cluster.process_table().items()}
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-        self._add(self._sample())
+        self._add(ray_cluster.process_table())
 
     def group(self, pid: int) -> str:
         seen: set[int] = set()
@@ -150,7 +146,7 @@ class ProcessCPU:
             if pid == os.getpid():
                 return "driver"
             seen.add(pid)
-            _, parent, command = self._last[pid]
+            parent, command, _ = self._last[pid]
             words = " ".join(command.split()[:3])
             for name, parts in GROUPS:
                 if any(part in words for part in parts):
@@ -161,7 +157,7 @@ class ProcessCPU:
     def seconds(self) -> dict[str, float]:
         """CPU seconds by group, largest first."""
         groups: dict[str, float] = {}
-        for pid, (ticks, _, _) in self._last.items():
+        for pid, (_, _, ticks) in self._last.items():
             used = (ticks - self._first.get(pid, 0)) / self._ticks
             if used > 0:
                 group = self.group(pid)

@@ -37,6 +37,8 @@ HEAD_IP = "127.0.0.2"
 NODE_IP = "127.0.0.3"
 RAY = str(Path(sys.executable).with_name("ray"))
 
+Table = dict[int, tuple[int, str, int]]  # pid -> (parent pid, command line, CPU ticks): process_table()
+
 
 def _free_port(host: str) -> int:
     with socket.socket() as s:
@@ -70,7 +72,7 @@ class RayCluster:
         result = subprocess.run(
             [RAY, "start", *args, *common], env=self.env, capture_output=True, text=True, timeout=120, check=False
         )
-        self._remember()
+        self._remember(process_table())
         if result.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
@@ -94,14 +96,13 @@ class RayCluster:
         declared = ["--num-gpus", str(gpus)] if gpus else []
         self._ray_start("--address", self.address, "--node-ip-address", ip, *declared)
 
-    def _remember(self) -> None:
-        """Record this cluster's processes (naming its folder, or with it as RAY_TMPDIR) and their children.
+    def _remember(self, table: Table) -> None:
+        """Record this cluster's processes in ``table`` (naming its folder or with it as RAY_TMPDIR), with children.
 
         (Ray's client server names neither on its command line, and its parent has left by then.)
         """
-        table = _processes()
         marker = f"RAY_TMPDIR={self.folder}".encode()
-        roots = {pid for pid, (_, args) in table.items() if str(self.folder) in args or marker in _environment(pid)}
+        roots = {pid for pid, (_, args, _) in table.items() if str(self.folder) in args or marker in _environment(pid)}
         self._pids |= roots | _descendants(table, roots | self._pids)
 
     def remove_node(self, ip: str = NODE_IP) -> None:
@@ -112,8 +113,8 @@ class RayCluster:
         """
 
         def node() -> set[int]:
-            self._remember()
-            table = _processes()
+            table = process_table()
+            self._remember(table)
             roots = {pid for pid in self._pids if pid in table and ip in table[pid][1]}
             return roots | _descendants(table, roots)
 
@@ -131,7 +132,7 @@ class RayCluster:
             ray.shutdown()
 
         def every() -> set[int]:
-            self._remember()  # workers and actors started since
+            self._remember(process_table())  # workers and actors started since
             return set(self._pids)
 
         self._end(every)
@@ -139,7 +140,7 @@ class RayCluster:
     def _end(self, processes: Callable[[], set[int]]) -> None:
         """SIGTERM to the raylets among ``processes()``, then SIGKILL to them all (asked again: new children too)."""
         pids = processes()
-        table = _processes()
+        table = process_table()
         raylets = [pid for pid in pids if pid in table and "raylet" in table[pid][1].split(" ", 1)[0]]
         for pid in raylets:
             _signal(pid, signal.SIGTERM)
@@ -156,12 +157,14 @@ class RayCluster:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) this cluster's live processes have used so far."""
         table = process_table()
-        return sum(table[pid][2] for pid in self.processes("") if pid in table) / os.sysconf("SC_CLK_TCK")
+        return sum(table[pid][2] for pid in self._live(table, "")) / os.sysconf("SC_CLK_TCK")
 
     def processes(self, name_part: str) -> list[int]:
         """Ids of this cluster's live processes whose command line (or title) holds ``name_part``."""
-        self._remember()
-        table = _processes()
+        return self._live(process_table(), name_part)
+
+    def _live(self, table: Table, name_part: str) -> list[int]:
+        self._remember(table)
         return sorted(pid for pid in self._pids if pid in table and name_part in table[pid][1] and _alive(pid))
 
     def listening(self) -> set[tuple[str, int]]:
@@ -177,12 +180,12 @@ class RayCluster:
         return {address for inode, address in _listening_sockets().items() if inode in inodes}
 
 
-def process_table() -> dict[int, tuple[int, str, int]]:
+def process_table() -> Table:
     """pid -> (parent pid, command line, CPU ticks used: user + system) of every process this user can see.
 
     Linux /proc, one read of each process's ``cmdline`` and ``stat``.
     """
-    table: dict[int, tuple[int, str, int]] = {}
+    table: Table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -194,11 +197,6 @@ def process_table() -> dict[int, tuple[int, str, int]]:
             continue
         table[int(entry.name)] = (parent, args, ticks)
     return table
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process this user can see (Linux /proc)."""
-    return {pid: (parent, args) for pid, (parent, args, _) in process_table().items()}
 
 
 def _listening_sockets() -> dict[str, tuple[str, int]]:
@@ -223,11 +221,11 @@ def _environment(pid: int) -> list[bytes]:
         return []
 
 
-def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:
+def _descendants(table: Table, roots: set[int]) -> set[int]:
     found: set[int] = set()
     frontier = set(roots)
     while frontier:
-        frontier = {pid for pid, (parent, _) in table.items() if parent in frontier and pid not in found}
+        frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier and pid not in found}
         found |= frontier
     return found
 
