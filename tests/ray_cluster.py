@@ -64,7 +64,9 @@ class RayCluster:
             "RAY_TMPDIR": str(folder), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
         }  # fmt: skip
-        self.env = {**os.environ, **self.driver_env}
+        # A node may declare a GPU this machine lacks (``gpus``): tasks and actors that take none are
+        # scheduled on it as on any node, not kept off it as Ray would keep them off a real GPU node.
+        self.env = {**os.environ, **self.driver_env, "RAY_scheduler_avoid_gpu_nodes": "0"}
         self._pids: set[int] = set()
 
     def _ray_start(self, *args: str) -> None:
@@ -76,8 +78,11 @@ class RayCluster:
         if result.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
-    def start(self, nodes: int = 2) -> RayCluster:
-        """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2); a node that fails to start stops the rest."""
+    def start(self, nodes: int = 2, gpus: int = 0) -> RayCluster:
+        """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2); a node that fails to start stops the rest.
+
+        ``gpus``: GPUs the second node declares (``ray start --num-gpus``).
+        """
         try:
             self._ray_start(
                 "--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
@@ -85,7 +90,7 @@ class RayCluster:
                 "--ray-client-server-port", str(_free_port(HEAD_IP)),  # not 10001: another run's cluster may hold it
             )  # fmt: skip
             if nodes > 1:
-                self.add_node()
+                self.add_node(gpus=gpus)
         except BaseException:
             self.stop()
             raise

@@ -64,15 +64,15 @@ def write_bbc(corpus: Path, names: list[str]) -> None:
 class _Starting:
     """A cluster being started in a thread, so the local build runs meanwhile."""
 
-    def __init__(self, cluster: RayCluster) -> None:
+    def __init__(self, cluster: RayCluster, gpus: int) -> None:
         self.cluster = cluster
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._start, name="ray-start", daemon=True)
+        self.thread = threading.Thread(target=self._start, args=(gpus,), name="ray-start", daemon=True)
         self.thread.start()
 
-    def _start(self) -> None:
+    def _start(self, gpus: int) -> None:
         try:
-            self.cluster.start()
+            self.cluster.start(gpus=gpus)
         except BaseException as exc:  # raised again in the test's thread
             self.error = exc
 
@@ -85,13 +85,17 @@ class _Starting:
 
 @pytest.fixture(scope="module")
 def starting() -> Iterator[_Starting]:
-    """The two-node cluster, started in the background; its processes are ended when the module ends."""
+    """The two-node cluster, started in the background; its processes are ended when the module ends.
+
+    The second node declares a GPU, which this machine lacks: Ray schedules an actor that takes
+    one there as it would on a real GPU, and everything else as on any node.
+    """
     if not BBC.is_file():
         pytest.skip(f"the BBC corpus is not at {BBC}")
     import tempfile
 
     # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder.
-    start = _Starting(RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))))
+    start = _Starting(RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))), gpus=1)
     try:
         yield start
     finally:
@@ -311,75 +315,6 @@ def test_a_worker_killed_during_a_build_is_retried_and_the_index_equals_a_local_
     assert float(np.max(np.abs(np.asarray(y.matrix) - np.asarray(x.matrix)))) <= 1e-6
 
 
-def test_two_replicas_answer_400_questions_and_both_see_a_rebuild_within_5_s(
-    cluster: RayCluster, corpus: Path, ray_index: Path, tmp_path: Path
-) -> None:
-    from qa import build_index
-    from ui.ray_serve import REPLICA_HEADER, run_on_ray, stop_on_ray
-
-    served_corpus, index = tmp_path / "corpus", tmp_path / "index"
-    shutil.copytree(corpus, served_corpus)
-    shutil.copytree(ray_index, index, symlinks=True)
-    first_version = load(index).manifest.version
-    url = run_on_ray(index, address=cluster.address, replicas=2, port=free_port())
-    try:
-        with urllib.request.urlopen(f"{url}/v1/index", timeout=30) as response:
-            assert json.load(response)["version"] == first_version
-        questions = dev_questions()
-        rebuilt: dict[str, Any] = {}
-        answers: list[tuple[float, str, str]] = []  # (when asked, replica, index version)
-        errors: list[str] = []
-        lock = threading.Lock()
-
-        def ask(i: int) -> None:
-            if i == 150:  # a rebuild in the middle: one more document, built while the replicas answer
-                (served_corpus / "zorblax.txt").write_text(
-                    "Zorblax widgets\n\nThe Zorblax company assembles 4,321 kitchen widgets a day in Tromsø.\n",
-                    encoding="utf-8",
-                )
-                rebuilt["version"] = build_index(served_corpus, index).version
-                rebuilt["at"] = time.monotonic()
-            body = json.dumps({"question": questions[i % len(questions)]}).encode()
-            request = urllib.request.Request(f"{url}/v1/answer", body, {"Content-Type": "application/json"})
-            asked = time.monotonic()
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    replica, version = response.headers[REPLICA_HEADER], json.load(response)["index_version"]
-            except (OSError, ValueError, KeyError) as exc:  # urllib's HTTPError and URLError are OSErrors
-                with lock:
-                    errors.append(f"question {i}: {exc}")
-                return
-            with lock:
-                answers.append((asked, replica, version))
-
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(ask, range(400)))
-            assert errors == [] and len(answers) == 400
-            assert len({replica for _, replica, _ in answers}) == 2
-
-            def seen_new() -> dict[str, float]:
-                """Replica -> when it was first asked after the rebuild (each such answer is checked below)."""
-                first: dict[str, float] = {}
-                for asked, replica, _ in sorted(answers):
-                    if asked > rebuilt["at"]:
-                        first.setdefault(replica, asked)
-                return first
-
-            # The 400 may end before both replicas were asked after the rebuild: ask on until they were.
-            n = 400
-            while len(seen_new()) < 2 and time.monotonic() < rebuilt["at"] + 5:
-                list(pool.map(ask, range(n, n + 8)))
-                n += 8
-        assert errors == []
-        after = [(asked, replica, version) for asked, replica, version in answers if asked > rebuilt["at"]]
-        assert {version for _, _, version in after} == {rebuilt["version"]}, "an answer after the rebuild was stale"
-        first = seen_new()
-        assert len(first) == 2, "both replicas answered from the rebuilt index"
-        assert max(first.values()) - rebuilt["at"] <= 5
-    finally:
-        stop_on_ray()
-
-
 def test_answering_on_one_machine_never_imports_ray(article_index: Path) -> None:
     code = (
         "import sys\n"
@@ -440,65 +375,130 @@ def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2 and "run qa index build" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_qa_serve_ray_serves_the_api_until_ctrl_c(cluster: RayCluster, ray_index: Path, tmp_path: Path) -> None:
-    port = free_port()
-    # Run from a folder with no ./corpus: the index is served as built, not rebuilt from the repository's corpus.
-    command = [sys.executable, "-m", "qa.cli", "serve", "--ray", cluster.address, "--replicas", "1",
-               "--port", str(port), "--index", str(ray_index)]  # fmt: skip
-    server = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    up = threading.Event()
+class _Server:
+    """``qa serve --ray`` in a process of its own, read until it says its JSON API is up."""
 
-    def read() -> None:
-        for line in server.stderr or ():
-            lines.append(line)
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.up = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr or ():
+            self.lines.append(line)
             if "JSON API on" in line:
-                up.set()
+                self.up.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    def said(self) -> str:
+        return "".join(self.lines)[-3000:]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(10)
+
+
+def test_qa_serve_ray_two_replicas_answer_400_questions_see_a_rebuild_within_5_s_and_stop_on_ctrl_c(
+    cluster: RayCluster, corpus: Path, ray_index: Path, tmp_path: Path
+) -> None:
+    from qa import build_index
+    from ui.ray_serve import REPLICA_HEADER
+
+    served_corpus, index, elsewhere = tmp_path / "corpus", tmp_path / "index", tmp_path / "run"
+    shutil.copytree(corpus, served_corpus)
+    shutil.copytree(ray_index, index, symlinks=True)
+    elsewhere.mkdir()
+    first_version = load(index).manifest.version
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Run from a folder with no ./corpus: the index is served as built, and rebuilt below by this test.
+    command = [sys.executable, "-m", "qa.cli", "serve", "--ray", cluster.address, "--replicas", "2",
+               "--port", str(port), "--index", str(index)]  # fmt: skip
+    server = _Server(command, elsewhere)
     try:
-        assert up.wait(120), "".join(lines)[-3000:]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/index", timeout=30) as response:
-            assert json.load(response)["version"] == load(ray_index).manifest.version
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=60) == 0, "".join(lines)[-3000:]
+        assert server.up.wait(120), server.said()
+        with urllib.request.urlopen(f"{url}/v1/index", timeout=30) as response:
+            assert json.load(response)["version"] == first_version
+        questions = dev_questions()
+        rebuilt: dict[str, Any] = {}
+        answers: list[tuple[float, str, str]] = []  # (when asked, replica, index version)
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def ask(i: int) -> None:
+            if i == 150:  # a rebuild in the middle: one more document, built while the replicas answer
+                (served_corpus / "zorblax.txt").write_text(
+                    "Zorblax widgets\n\nThe Zorblax company assembles 4,321 kitchen widgets a day in Tromsø.\n",
+                    encoding="utf-8",
+                )
+                rebuilt["version"] = build_index(served_corpus, index).version
+                rebuilt["at"] = time.monotonic()
+            body = json.dumps({"question": questions[i % len(questions)]}).encode()
+            request = urllib.request.Request(f"{url}/v1/answer", body, {"Content-Type": "application/json"})
+            asked = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    replica, version = response.headers[REPLICA_HEADER], json.load(response)["index_version"]
+            except (OSError, ValueError, KeyError) as exc:  # urllib's HTTPError and URLError are OSErrors
+                with lock:
+                    errors.append(f"question {i}: {exc}")
+                return
+            with lock:
+                answers.append((asked, replica, version))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, range(400)))
+            assert errors == [] and len(answers) == 400
+            assert len({replica for _, replica, _ in answers}) == 2
+
+            def seen_new() -> dict[str, float]:
+                """Replica -> when it was first asked after the rebuild (each such answer is checked below)."""
+                first: dict[str, float] = {}
+                for asked, replica, _ in sorted(answers):
+                    if asked > rebuilt["at"]:
+                        first.setdefault(replica, asked)
+                return first
+
+            # The 400 may end before both replicas were asked after the rebuild: ask on until they were.
+            n = 400
+            while len(seen_new()) < 2 and time.monotonic() < rebuilt["at"] + 5:
+                list(pool.map(ask, range(n, n + 8)))
+                n += 8
+        assert errors == []
+        after = [(asked, replica, version) for asked, replica, version in answers if asked > rebuilt["at"]]
+        assert {version for _, _, version in after} == {rebuilt["version"]}, "an answer after the rebuild was stale"
+        first = seen_new()
+        assert len(first) == 2, "both replicas answered from the rebuilt index"
+        assert max(first.values()) - rebuilt["at"] <= 5
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 0, server.said()
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        reader.join(10)
+        server.kill()
     import ray.serve
 
     assert "qa" not in ray.serve.status().applications  # Ctrl-C removed the replicas
 
 
 def test_a_gpu_node_gets_one_embedding_actor_and_the_build_the_same_vectors(
-    cluster: RayCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cluster: RayCluster, article_index: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Last in the module: the node stays until the cluster stops. This machine has no GPU; the node declares
-    # one (ray start --num-gpus 1), which Ray schedules as it would a real one. This onnxruntime has no CUDA,
-    # so the GPU actor runs the model on its CPU (with a warning) and its vectors are a CPU's.
-    import ray
-
-    from qa import build_index
+    # The second node declares a GPU (ray start --num-gpus 1), which Ray schedules as it would a real one.
+    # This onnxruntime has no CUDA, so the GPU actor runs the model on its CPU (with a warning) and its
+    # vectors are a CPU's.
     from qa.cluster import RaySteps, build_index_on_ray
 
-    cluster.add_node("127.0.0.4", gpus=1)
-    deadline = time.monotonic() + 60
-    while ray.cluster_resources().get("GPU", 0) < 1:
-        assert time.monotonic() < deadline, ray.cluster_resources()
-        time.sleep(0.5)
     assert not RaySteps().on_gpus()  # by default only where CUDA runs: here the pool stays one actor per CPU
-    assert RaySteps(gpus=True).pool_size() == 1 and RaySteps().pool_size() == 3
+    assert RaySteps(gpus=True).pool_size() == 1 and RaySteps().pool_size() == 2
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(ARTICLE, corpus / ARTICLE.name)
-    build_index(corpus, tmp_path / "local")
     with caplog.at_level(logging.INFO, logger="qa.cluster"):
         build_index_on_ray(corpus, tmp_path / "gpu", address=cluster.address, gpus=True)
     assert "embedding" in caplog.text and "on Ray: 1 actors, a GPU each" in caplog.text
-    local, remote = load(tmp_path / "local"), load(tmp_path / "gpu")
+    local, remote = load(article_index), load(tmp_path / "gpu")  # the local build of the same article
     assert np.array_equal(remote.vector_keys, local.vector_keys)
     assert float(np.max(np.abs(np.asarray(remote.matrix) - np.asarray(local.matrix)))) <= 1e-6
