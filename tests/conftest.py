@@ -24,6 +24,22 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "corpus" / "mitsubishi-joins-renault-nissan-alliance.txt"
 ARTICLE_ID = ARTICLE.name
 
+_FILE_SECONDS: dict[str, float] = {}  # test file -> seconds of its tests, their fixtures' set-up and teardown
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The slowest test files, whole: the Ray tests (tests/test_ray.py) have 3 minutes together."""
+    slowest = sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])[:5]
+    if slowest:
+        terminalreporter.write_sep("-", "slowest test files")
+        for path, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def encoder():
