@@ -24,16 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "corpus" / "mitsubishi-joins-renault-nissan-alliance.txt"
 ARTICLE_ID = ARTICLE.name
 
-_FILE_SECONDS: dict[str, float] = {}  # test file -> seconds of its tests, their fixtures' set-up and teardown
+# Test file -> its tests' set-up, call and teardown seconds, summed. A fixture shared beyond one file
+# counts for the file whose test first needs it (its set-up) and for the last (its teardown).
+_FILE_SECONDS: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add a test's set-up, call or teardown seconds to its file's."""
     path = report.nodeid.split("::")[0]
     _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The slowest test files, whole: the Ray tests (tests/test_ray.py) have 3 minutes together."""
+    """The five test files that took longest, at the end of the run (the Ray tests' budget: 3 minutes)."""
     slowest = sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])[:5]
     if slowest:
         terminalreporter.write_sep("-", "slowest test files")

@@ -64,8 +64,8 @@ class RayCluster:
             "RAY_TMPDIR": str(folder), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
         }  # fmt: skip
-        # A node may declare a GPU this machine lacks (``gpus``): tasks and actors that take none are
-        # scheduled on it as on any node, not kept off it as Ray would keep them off a real GPU node.
+        # Ray prefers nodes without GPUs, real or declared (``gpus``), for work that takes none
+        # (scheduler_avoid_gpu_nodes); 0: such work uses a node that declares one as any other.
         self.env = {**os.environ, **self.driver_env, "RAY_scheduler_avoid_gpu_nodes": "0"}
         self._pids: set[int] = set()
 
@@ -81,7 +81,7 @@ class RayCluster:
     def start(self, nodes: int = 2, gpus: int = 0) -> RayCluster:
         """The head node, then ``nodes - 1`` more (``nodes`` 1 or 2); a node that fails to start stops the rest.
 
-        ``gpus``: GPUs the second node declares (``ray start --num-gpus``).
+        ``gpus``: GPUs the second node declares (``ray start --num-gpus``); none with ``nodes`` 1.
         """
         try:
             self._ray_start(

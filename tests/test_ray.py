@@ -7,6 +7,7 @@ article plus 300 BBC articles (one of every seven, so every category is in).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -17,10 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address
 from pathlib import Path
@@ -87,15 +87,18 @@ class _Starting:
 def starting() -> Iterator[_Starting]:
     """The two-node cluster, started in the background; its processes are ended when the module ends.
 
-    The second node declares a GPU, which this machine lacks: Ray schedules an actor that takes
-    one there as it would on a real GPU, and everything else as on any node.
+    The second node declares a GPU (for the GPU test), unless this onnxruntime runs CUDA: a build's
+    actors then take the cluster's GPUs by default, and every other test expects them on CPUs.
     """
     if not BBC.is_file():
         pytest.skip(f"the BBC corpus is not at {BBC}")
     import tempfile
 
+    from qa.encoder import cuda_available
+
     # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder.
-    start = _Starting(RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))), gpus=1)
+    folder = Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))
+    start = _Starting(RayCluster(folder), gpus=0 if cuda_available() else 1)
     try:
         yield start
     finally:
@@ -375,114 +378,120 @@ def test_qa_serve_ray_with_watch_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2 and "run qa index build" in done.stderr and "Traceback" not in done.stderr
 
 
-class _Server:
-    """``qa serve --ray`` in a process of its own, read until it says its JSON API is up."""
+def serving(
+    spawn: Callable[..., subprocess.Popen], command: list[str], cwd: Path
+) -> tuple[subprocess.Popen, list[str]]:
+    """``qa serve --ray`` started by ``spawn``, once it says its JSON API is up; its stderr lines so far."""
+    server = spawn(command, cwd=cwd, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    up = threading.Event()
 
-    def __init__(self, command: list[str], cwd: Path) -> None:
-        self.process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.up = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+    def read() -> None:
+        with contextlib.suppress(ValueError, OSError):  # spawn closes the pipe when the test ends
+            for line in server.stderr or ():
+                lines.append(line)
+                if "JSON API on" in line:
+                    up.set()
+        up.set()  # the server ended before it was up
 
-    def _read(self) -> None:
-        for line in self.process.stderr or ():
-            self.lines.append(line)
-            if "JSON API on" in line:
-                self.up.set()
+    threading.Thread(target=read, daemon=True).start()
+    up.wait(120)
+    assert server.poll() is None and any("JSON API on" in line for line in lines), "".join(lines)[-3000:]
+    return server, lines
 
-    def said(self) -> str:
-        return "".join(self.lines)[-3000:]
 
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join(10)
+@pytest.fixture
+def no_replicas_left(cluster: RayCluster) -> Iterator[None]:
+    """After the test, pass or fail: the answer replicas removed from the cluster, whose CPUs the next tests need."""
+    yield
+    from ray import serve
+
+    from ui.ray_serve import APP_NAME, stop_on_ray
+
+    if APP_NAME in serve.status().applications:
+        stop_on_ray()
 
 
 def test_qa_serve_ray_two_replicas_answer_400_questions_see_a_rebuild_within_5_s_and_stop_on_ctrl_c(
-    cluster: RayCluster, corpus: Path, ray_index: Path, tmp_path: Path
+    cluster: RayCluster,
+    corpus: Path,
+    ray_index: Path,
+    tmp_path: Path,
+    no_replicas_left: None,
+    spawn: Callable[..., subprocess.Popen],  # after no_replicas_left: the server is ended before its replicas go
 ) -> None:
     from qa import build_index
-    from ui.ray_serve import REPLICA_HEADER, stop_on_ray
+    from ui.ray_serve import APP_NAME, REPLICA_HEADER
 
-    served_corpus, index, elsewhere = tmp_path / "corpus", tmp_path / "index", tmp_path / "run"
+    served_corpus, index, run_folder = tmp_path / "corpus", tmp_path / "index", tmp_path / "run"
     shutil.copytree(corpus, served_corpus)
     shutil.copytree(ray_index, index, symlinks=True)
-    elsewhere.mkdir()
+    run_folder.mkdir()
     first_version = load(index).manifest.version
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Run from a folder with no ./corpus: the index is served as built, and rebuilt below by this test.
     command = [sys.executable, "-m", "qa.cli", "serve", "--ray", cluster.address, "--replicas", "2",
                "--port", str(port), "--index", str(index)]  # fmt: skip
-    server = _Server(command, elsewhere)
-    try:
-        assert server.up.wait(120), server.said()
-        with urllib.request.urlopen(f"{url}/v1/index", timeout=30) as response:
-            assert json.load(response)["version"] == first_version
-        questions = dev_questions()
-        rebuilt: dict[str, Any] = {}
-        answers: list[tuple[float, str, str]] = []  # (when asked, replica, index version)
-        errors: list[str] = []
-        lock = threading.Lock()
+    server, said = serving(spawn, command, run_folder)
+    with urllib.request.urlopen(f"{url}/v1/index", timeout=30) as response:
+        assert json.load(response)["version"] == first_version
+    questions = dev_questions()
+    rebuilt: dict[str, Any] = {}
+    answers: list[tuple[float, str, str]] = []  # (when asked, replica, index version)
+    errors: list[str] = []
+    lock = threading.Lock()
 
-        def ask(i: int) -> None:
-            if i == 150:  # a rebuild in the middle: one more document, built while the replicas answer
-                (served_corpus / "zorblax.txt").write_text(
-                    "Zorblax widgets\n\nThe Zorblax company assembles 4,321 kitchen widgets a day in Tromsø.\n",
-                    encoding="utf-8",
-                )
-                rebuilt["version"] = build_index(served_corpus, index).version
-                rebuilt["at"] = time.monotonic()
-            body = json.dumps({"question": questions[i % len(questions)]}).encode()
-            request = urllib.request.Request(f"{url}/v1/answer", body, {"Content-Type": "application/json"})
-            asked = time.monotonic()
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    replica, version = response.headers[REPLICA_HEADER], json.load(response)["index_version"]
-            except (OSError, ValueError, KeyError) as exc:  # urllib's HTTPError and URLError are OSErrors
-                with lock:
-                    errors.append(f"question {i}: {exc}")
-                return
+    def ask(i: int) -> None:
+        if i == 150:  # a rebuild in the middle: one more document, built while the replicas answer
+            (served_corpus / "zorblax.txt").write_text(
+                "Zorblax widgets\n\nThe Zorblax company assembles 4,321 kitchen widgets a day in Tromsø.\n",
+                encoding="utf-8",
+            )
+            rebuilt["version"] = build_index(served_corpus, index).version
+            rebuilt["at"] = time.monotonic()
+        body = json.dumps({"question": questions[i % len(questions)]}).encode()
+        request = urllib.request.Request(f"{url}/v1/answer", body, {"Content-Type": "application/json"})
+        asked = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                replica, version = response.headers[REPLICA_HEADER], json.load(response)["index_version"]
+        except (OSError, ValueError, KeyError) as exc:  # urllib's HTTPError and URLError are OSErrors
             with lock:
-                answers.append((asked, replica, version))
+                errors.append(f"question {i}: {exc}")
+            return
+        with lock:
+            answers.append((asked, replica, version))
 
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(ask, range(400)))
-            assert errors == [] and len(answers) == 400
-            assert len({replica for _, replica, _ in answers}) == 2
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(ask, range(400)))
+        assert errors == [] and len(answers) == 400
+        assert len({replica for _, replica, _ in answers}) == 2
 
-            def seen_new() -> dict[str, float]:
-                """Replica -> when it was first asked after the rebuild (each such answer is checked below)."""
-                first: dict[str, float] = {}
-                for asked, replica, _ in sorted(answers):
-                    if asked > rebuilt["at"]:
-                        first.setdefault(replica, asked)
-                return first
+        def seen_new() -> dict[str, float]:
+            """Replica -> when it was first asked after the rebuild (each such answer is checked below)."""
+            first: dict[str, float] = {}
+            for asked, replica, _ in sorted(answers):
+                if asked > rebuilt["at"]:
+                    first.setdefault(replica, asked)
+            return first
 
-            # The 400 may end before both replicas were asked after the rebuild: ask on until they were.
-            n = 400
-            while len(seen_new()) < 2 and time.monotonic() < rebuilt["at"] + 5:
-                list(pool.map(ask, range(n, n + 8)))
-                n += 8
-        assert errors == []
-        after = [(asked, replica, version) for asked, replica, version in answers if asked > rebuilt["at"]]
-        assert {version for _, _, version in after} == {rebuilt["version"]}, "an answer after the rebuild was stale"
-        first = seen_new()
-        assert len(first) == 2, "both replicas answered from the rebuilt index"
-        assert max(first.values()) - rebuilt["at"] <= 5
-        server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(timeout=60) == 0, server.said()
-    finally:
-        server.kill()
-        import ray.serve
+        # The 400 may end before both replicas were asked after the rebuild: ask on until they were.
+        n = 400
+        while len(seen_new()) < 2 and time.monotonic() < rebuilt["at"] + 5:
+            list(pool.map(ask, range(n, n + 8)))
+            n += 8
+    assert errors == []
+    after = [(asked, replica, version) for asked, replica, version in answers if asked > rebuilt["at"]]
+    assert {version for _, _, version in after} == {rebuilt["version"]}, "an answer after the rebuild was stale"
+    first = seen_new()
+    assert len(first) == 2, "both replicas answered from the rebuilt index"
+    assert max(first.values()) - rebuilt["at"] <= 5
+    server.send_signal(signal.SIGINT)
+    assert server.wait(timeout=60) == 0, "".join(said)[-3000:]
+    import ray.serve
 
-        left = "qa" in ray.serve.status().applications
-        if left:  # the test failed or Ctrl-C left them: the next tests need the cluster's CPUs
-            stop_on_ray()
-    assert not left, "Ctrl-C left the replicas on the cluster"
+    assert APP_NAME not in ray.serve.status().applications, "Ctrl-C left the replicas on the cluster"
 
 
 def test_a_gpu_node_gets_one_embedding_actor_and_the_build_the_same_vectors(
@@ -492,6 +501,10 @@ def test_a_gpu_node_gets_one_embedding_actor_and_the_build_the_same_vectors(
     # This onnxruntime has no CUDA, so the GPU actor runs the model on its CPU (with a warning) and its
     # vectors are a CPU's.
     from qa.cluster import RaySteps, build_index_on_ray
+    from qa.encoder import cuda_available
+
+    if cuda_available():
+        pytest.skip("this onnxruntime runs CUDA, so the test cluster declares no GPU (see the starting fixture)")
 
     assert not RaySteps().on_gpus()  # by default only where CUDA runs: here the pool stays one actor per CPU
     assert RaySteps(gpus=True).pool_size() == 1 and RaySteps().pool_size() == 2

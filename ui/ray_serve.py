@@ -102,8 +102,8 @@ def application(
         "name": "AnswerReplica",
         "ray_actor_options": {"num_cpus": cpus_per_replica},
         "max_ongoing_requests": concurrency or default_concurrency(),
-        # A replica going away waits until its questions in flight are answered, checking every 0.5 s
-        # (Serve's default, 2 s, made each Ctrl-C take 2 s more than its answers).
+        # A replica going away waits until its questions in flight are answered, checking every 0.5 s;
+        # it waits one period before its first check, so Serve's default of 2 s adds 2 s to every stop.
         "graceful_shutdown_wait_loop_s": 0.5,
     }
     if min_replicas is not None or max_replicas is not None:
