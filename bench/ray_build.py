@@ -289,10 +289,6 @@ class Builds:
         print(f"{nodes} node{'s' if nodes > 1 else ''}, idle after {settle(self.cluster):.1f} s", flush=True)
 
     def stop(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
         if self.cluster is not None:
             self.cluster.stop()
             shutil.rmtree(self.cluster.folder, ignore_errors=True)

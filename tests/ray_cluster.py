@@ -37,7 +37,8 @@ HEAD_IP = "127.0.0.2"
 NODE_IP = "127.0.0.3"
 RAY = str(Path(sys.executable).with_name("ray"))
 
-Table = dict[int, tuple[int, str, int]]  # pid -> (parent pid, command line, CPU ticks): process_table()
+# pid -> (parent pid, command line, CPU ticks): process_table(). A zombie (ended, not yet reaped) has no command line.
+Table = dict[int, tuple[int, str, int]]
 
 
 def _free_port(host: str) -> int:
@@ -169,8 +170,10 @@ class RayCluster:
         return self._live(process_table(), name_part)
 
     def _live(self, table: Table, name_part: str) -> list[int]:
+        """Ids of this cluster's processes in ``table`` whose command line holds ``name_part`` (zombies have none)."""
         self._remember(table)
-        return sorted(pid for pid in self._pids if pid in table and name_part in table[pid][1] and _alive(pid))
+        commands = {pid: table[pid][1] for pid in self._pids if pid in table}
+        return sorted(pid for pid, command in commands.items() if command and name_part in command)
 
     def listening(self) -> set[tuple[str, int]]:
         """(address, port) of every TCP socket this cluster's live processes listen on."""
@@ -196,7 +199,7 @@ def process_table() -> Table:
             continue
         try:
             args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # state first
+            fields = _stat_fields(int(entry.name))
             parent, ticks = int(fields[1]), int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             continue

@@ -21,7 +21,7 @@ import time
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -61,31 +61,9 @@ def write_bbc(corpus: Path, names: list[str]) -> None:
             target.write_bytes(z.read(name))
 
 
-class _Starting:
-    """A cluster being started in a thread, so the local build runs meanwhile."""
-
-    def __init__(self, cluster: RayCluster, gpus: int) -> None:
-        self.cluster = cluster
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._start, args=(gpus,), name="ray-start", daemon=True)
-        self.thread.start()
-
-    def _start(self, gpus: int) -> None:
-        try:
-            self.cluster.start(gpus=gpus)
-        except BaseException as exc:  # raised again in the test's thread
-            self.error = exc
-
-    def wait(self) -> RayCluster:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.cluster
-
-
 @pytest.fixture(scope="module")
-def starting() -> Iterator[_Starting]:
-    """The two-node cluster, started in the background; its processes are ended when the module ends.
+def starting() -> Iterator[Future[RayCluster]]:
+    """The two-node cluster, started in a thread so the local build runs meanwhile; ended when the module ends.
 
     The second node declares a GPU (for the GPU test), unless this onnxruntime runs CUDA: a build's
     actors then take the cluster's GPUs by default, and every other test expects them on CPUs.
@@ -97,20 +75,21 @@ def starting() -> Iterator[_Starting]:
     from qa.encoder import cuda_available
 
     # Ray's session folder holds Unix sockets, whose paths must stay under 108 bytes: a short folder.
-    folder = Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp"))
-    start = _Starting(RayCluster(folder), gpus=0 if cuda_available() else 1)
-    try:
-        yield start
-    finally:
-        start.thread.join()
-        start.cluster.stop()
-        shutil.rmtree(start.cluster.folder, ignore_errors=True)
+    ray_cluster = RayCluster(Path(tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")))
+    with ThreadPoolExecutor(1, thread_name_prefix="ray-start") as pool:
+        started = pool.submit(ray_cluster.start, gpus=0 if cuda_available() else 1)
+        try:
+            yield started
+        finally:
+            wait([started])
+            ray_cluster.stop()
+            shutil.rmtree(ray_cluster.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def cluster(starting: _Starting) -> Iterator[RayCluster]:
+def cluster(starting: Future[RayCluster]) -> Iterator[RayCluster]:
     """The started cluster, with this process connected to it as a driver."""
-    ray_cluster = starting.wait()
+    ray_cluster = starting.result()  # or the error that stopped its start
     saved = {k: os.environ.get(k) for k in ray_cluster.driver_env}
     os.environ.update(ray_cluster.driver_env)  # before Ray is first imported: it reads them then
     try:
@@ -140,7 +119,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_index(corpus: Path, starting: _Starting, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_index(corpus: Path, starting: Future[RayCluster], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The local build of ``corpus``, made while the cluster starts."""
     from qa import build_index
 
